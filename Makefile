@@ -1,0 +1,46 @@
+# The two commands a newcomer needs:  make run  and  make test.
+# Both install what they need first (a virtualenv in .venv, buf from npm)
+# and regenerate code from proto/ when a contract changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: run test gen lint-proto install clean
+
+run: install
+	$(PY) scripts/run_mesh.py
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Regenerates gen/python (messages, .pyi stubs, gRPC stubs) from proto/.
+gen: $(VENV)/.installed
+	$(PY) scripts/generate_protos.py
+
+lint-proto: install
+	node_modules/.bin/buf lint
+
+install: $(VENV)/.installed node_modules/.installed gen/.stamp
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@# The editable install maps only the packages that exist when it runs:
+	@# generate first (grpcio-tools is installed now), then map gen/python too.
+	$(PY) scripts/generate_protos.py
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+gen/.stamp: $(PROTOS) scripts/generate_protos.py $(VENV)/.installed
+	$(PY) scripts/generate_protos.py
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules gen .build

@@ -1,0 +1,174 @@
+"""Access-token verification and the caller's identity.
+
+Identity signs access tokens with an Ed25519 key; every service verifies them
+locally with the public keys in the keys directory (<kid>.pub.pem), so a
+request needs no call to identity. Keys rotate by adding a new key pair:
+tokens name their key in the `kid` header and old public keys stay valid
+until their files are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from meshkit.errors import PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "EdDSA"
+PUBLIC_KEY_SUFFIX = ".pub.pem"
+
+# RPCs a caller may make without an access token.
+PUBLIC_METHODS: frozenset[str] = frozenset(
+    {
+        "/sagemesh.identity.v1.IdentityService/Register",
+        "/sagemesh.identity.v1.IdentityService/Login",
+        "/sagemesh.identity.v1.IdentityService/RefreshToken",
+        "/sagemesh.identity.v1.IdentityService/Logout",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+# Service-to-service RPCs that act for a tenant named in the request rather
+# than for a user. Who may call them is enforced by the mesh (Istio mTLS and
+# AuthorizationPolicy), not by a user token.
+INTERNAL_METHODS: frozenset[str] = frozenset(
+    {
+        "/sagemesh.identity.v1.IdentityService/ValidateToken",
+        "/sagemesh.rag_engine.v1.RagEngineService/IndexChunks",
+        "/sagemesh.rag_engine.v1.RagEngineService/DeleteDocumentChunks",
+        "/sagemesh.rag_engine.v1.RagEngineService/DeleteKnowledgeBaseChunks",
+    }
+)
+
+
+def needs_token(method: str) -> bool:
+    return method not in PUBLIC_METHODS and method not in INTERNAL_METHODS
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of the current request."""
+
+    user_id: str
+    tenant_id: str
+    email: str
+    role: str
+    session_id: str
+    expires_at: float
+    token: str
+
+
+_principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller; raises if the RPC runs without an authenticated user."""
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthenticated("this call needs an access token")
+    return principal
+
+
+def principal_or_none() -> Principal | None:
+    return _principal.get()
+
+
+def set_principal(principal: Principal | None) -> None:
+    _principal.set(principal)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("missing access token: send 'authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("malformed authorization header: expected 'Bearer <token>'")
+    return token.strip()
+
+
+class PublicKeyRing:
+    """Public keys by key id, read from a directory and re-read when a token
+    names a key not seen yet (at most once per `reload_interval`)."""
+
+    def __init__(self, directory: Path, reload_interval: float = 5.0) -> None:
+        self.directory = directory
+        self.reload_interval = reload_interval
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._loaded_at = float("-inf")
+
+    def reload(self) -> None:
+        keys: dict[str, Ed25519PublicKey] = {}
+        for path in sorted(self.directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
+            key = load_pem_public_key(path.read_bytes())
+            if isinstance(key, Ed25519PublicKey):
+                keys[path.name.removesuffix(PUBLIC_KEY_SUFFIX)] = key
+            else:
+                log.warning("ignoring non-Ed25519 public key %s", path)
+        self._keys = keys
+        self._loaded_at = time.monotonic()
+
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        if kid not in self._keys and time.monotonic() - self._loaded_at > self.reload_interval:
+            self.reload()
+        return self._keys.get(kid)
+
+
+class TokenVerifier:
+    def __init__(self, keys: PublicKeyRing, issuer: str, audience: str) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+
+    def verify(self, token: str) -> Principal:
+        """Checks signature, algorithm, issuer, audience and validity times."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid access token") from None
+        # Checked before any key is touched: `alg: none` and HMAC tricks end here.
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("invalid access token")
+        key = self.keys.get(str(header.get("kid", "")))
+        if key is None:
+            raise Unauthenticated("invalid access token: unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                audience=self.audience,
+                options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("access token expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid access token") from None
+        try:
+            return Principal(
+                user_id=claims["sub"],
+                tenant_id=claims["tid"],
+                email=claims.get("email", ""),
+                role=claims.get("role", ""),
+                session_id=claims.get("sid", ""),
+                expires_at=float(claims["exp"]),
+                token=token,
+            )
+        except KeyError:
+            raise Unauthenticated("invalid access token") from None
+
+
+def require_role(principal: Principal, role: str) -> None:
+    if principal.role != role:
+        raise PermissionDenied(f"this call needs the {role} role")

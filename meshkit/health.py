@@ -1,0 +1,73 @@
+"""grpc.health.v1 status that follows the service's dependencies.
+
+Each check is an async callable that raises when its dependency is unusable
+(a database that does not answer, say). They run every few seconds; the
+service reports SERVING only while all pass, so Kubernetes and the gateway's
+/readyz stop sending it work when a dependency is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from grpc_health.v1 import health, health_pb2
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[object]]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class DependencyHealth:
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        service_names: list[str],
+        checks: Mapping[str, HealthCheck],
+        interval: float,
+        timeout: float = 2.0,
+    ) -> None:
+        self.servicer = servicer
+        # "" is the server as a whole, as grpc.health.v1 defines it.
+        self.service_names = ["", *service_names]
+        self.checks = dict(checks)
+        self.interval = interval
+        self.timeout = timeout
+        self.failing: dict[str, str] = {}
+        self._status: int | None = None
+
+    async def _run_check(self, name: str, check: HealthCheck) -> str | None:
+        try:
+            await asyncio.wait_for(check(), self.timeout)
+        except Exception as error:  # any failure makes the dependency unusable
+            return f"{type(error).__name__}: {error}"[:300]
+        return None
+
+    async def check_once(self) -> bool:
+        names = list(self.checks)
+        results = await asyncio.gather(*(self._run_check(n, self.checks[n]) for n in names))
+        self.failing = {name: error for name, error in zip(names, results) if error}
+        await self._set(NOT_SERVING if self.failing else SERVING)
+        return not self.failing
+
+    async def _set(self, status: int) -> None:
+        if status != self._status:
+            if status == SERVING:
+                log.info("health: SERVING")
+            else:
+                log.warning("health: NOT_SERVING", extra={"failing": self.failing})
+            self._status = status
+        for name in self.service_names:
+            await self.servicer.set(name, status)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check_once()
+
+    async def shutting_down(self) -> None:
+        # Refuses further status changes and reports NOT_SERVING while draining.
+        await self.servicer.enter_graceful_shutdown()

@@ -1,0 +1,84 @@
+"""Settings read from the environment (prefix SAGEMESH_) or a `.env` file.
+
+Every process reads MeshSettings; a service subclasses it for its own
+settings. Defaults suit a local run on one machine; production overrides them
+with environment variables (see the README's settings table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meshkit.topology import SERVICES
+
+ENV_PREFIX = "SAGEMESH_"
+
+
+class MeshSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: str = "local"
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    # Local state (SQLite files, signing keys, uploads) when no backend URL is set.
+    data_dir: Path = Path("var")
+
+    # Where each service is reached (host:port, or any gRPC target such as
+    # dns:///identity.sagemesh.svc.cluster.local:50051).
+    identity_addr: str = f"127.0.0.1:{SERVICES['identity'].default_port}"
+    conversation_addr: str = f"127.0.0.1:{SERVICES['conversation'].default_port}"
+    knowledge_addr: str = f"127.0.0.1:{SERVICES['knowledge'].default_port}"
+    rag_engine_addr: str = f"127.0.0.1:{SERVICES['rag_engine'].default_port}"
+    agent_addr: str = f"127.0.0.1:{SERVICES['agent'].default_port}"
+
+    # gRPC server.
+    listen_host: str = "127.0.0.1"
+    # 0 picks a free port; unset uses the service's default port.
+    listen_port: int | None = None
+    grace_period_seconds: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    # Recycle connections now and then so clients rebalance across new pods.
+    max_connection_age_seconds: float = 300.0
+    health_check_interval_seconds: float = 5.0
+
+    # gRPC clients.
+    default_deadline_seconds: float = 10.0
+    keepalive_time_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 10.0
+    retry_max_attempts: int = 4
+    retry_initial_backoff_seconds: float = 0.1
+    retry_max_backoff_seconds: float = 2.0
+    # round_robin spreads calls over every address a headless Service resolves to.
+    load_balancing_policy: Literal["pick_first", "round_robin"] = "pick_first"
+
+    # Access tokens: issued by identity, verified by every service.
+    jwt_issuer: str = "sagemesh-identity"
+    jwt_audience: str = "sagemesh"
+    # Directory of public keys (<kid>.pub.pem); identity also keeps its
+    # private keys here. Defaults to <data_dir>/jwt.
+    jwt_keys_dir: Path | None = None
+
+    # Backends. The bare names are the conventional ones and are accepted too.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGEMESH_DATABASE_URL", "DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGEMESH_REDIS_URL", "REDIS_URL")
+    )
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.jwt_keys_dir or self.data_dir / "jwt"
+
+    def address_of(self, service: str) -> str:
+        return getattr(self, f"{service}_addr")
+
+    def database_url_for(self, service: str) -> str:
+        """The configured database, or a SQLite file of the service's own."""
+        return self.database_url or f"sqlite:///{self.data_dir / service}.db"

@@ -1,0 +1,24 @@
+"""The services of the mesh: names, gRPC service names and default ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    grpc_service: str
+    default_port: int
+
+
+SERVICES: dict[str, ServiceInfo] = {
+    info.name: info
+    for info in (
+        ServiceInfo("identity", "sagemesh.identity.v1.IdentityService", 50051),
+        ServiceInfo("conversation", "sagemesh.conversation.v1.ConversationService", 50052),
+        ServiceInfo("knowledge", "sagemesh.knowledge.v1.KnowledgeService", 50053),
+        ServiceInfo("rag_engine", "sagemesh.rag_engine.v1.RagEngineService", 50054),
+        ServiceInfo("agent", "sagemesh.agent.v1.AgentService", 50055),
+    )
+}

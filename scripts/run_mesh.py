@@ -1,0 +1,86 @@
+"""Runs the whole mesh on this machine in the foreground: `make run`.
+
+Each service under services/ runs as its own process on its default port
+(override with SAGEMESH_<SERVICE>_ADDR, e.g. SAGEMESH_IDENTITY_ADDR=127.0.0.1:6001).
+Ctrl-C (or SIGTERM) asks every service to drain and stop; if one exits on
+its own, the rest are stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshkit.settings import MeshSettings
+from meshkit.topology import SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_SECONDS = 60
+
+
+def available_services() -> list[str]:
+    return [name for name in SERVICES if (ROOT / "services" / name / "server.py").exists()]
+
+
+async def wait_until_serving(address: str, process: asyncio.subprocess.Process) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(STARTUP_TIMEOUT_SECONDS * 4):
+            if process.returncode is not None:
+                return False
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.25)
+    return False
+
+
+async def main() -> int:
+    settings = MeshSettings()
+    names = available_services()
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    for name in names:
+        host, _, port = settings.address_of(name).rpartition(":")
+        env = {**os.environ, "SAGEMESH_LISTEN_HOST": host, "SAGEMESH_LISTEN_PORT": port}
+        processes[name] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{name}.server", cwd=ROOT, env=env
+        )
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+
+    ready = await asyncio.gather(
+        *(wait_until_serving(settings.address_of(n), processes[n]) for n in names)
+    )
+    if all(ready):
+        print("\nsagemesh is running:", flush=True)
+        for name in names:
+            print(f"  {name:<13} grpc  {settings.address_of(name)}", flush=True)
+        print("Ctrl-C stops it.\n", flush=True)
+        exits = [asyncio.create_task(p.wait()) for p in processes.values()]
+        stopper = asyncio.create_task(stopping.wait())
+        await asyncio.wait([stopper, *exits], return_when=asyncio.FIRST_COMPLETED)
+    else:
+        failed = [n for n, ok in zip(names, ready) if not ok]
+        print(f"not serving after start-up: {', '.join(failed)}", file=sys.stderr, flush=True)
+
+    for process in processes.values():
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(p.wait() for p in processes.values()))
+    return 0 if all(ready) and stopping.is_set() and not any(codes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
