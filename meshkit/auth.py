@@ -98,12 +98,14 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class PublicKeyRing:
-    """Public keys by key id, read from a directory and re-read when a token
-    names a key not seen yet (at most once per `reload_interval`)."""
+    """Public keys by key id, read from a directory. Re-read when a token names
+    a key not seen yet (at most once per `reload_interval`), and at least every
+    `max_age` seconds so that a removed key stops being trusted."""
 
-    def __init__(self, directory: Path, reload_interval: float = 5.0) -> None:
+    def __init__(self, directory: Path, reload_interval: float = 5.0, max_age: float = 60.0) -> None:
         self.directory = directory
         self.reload_interval = reload_interval
+        self.max_age = max_age
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded_at = float("-inf")
 
@@ -119,7 +121,8 @@ class PublicKeyRing:
         self._loaded_at = time.monotonic()
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
-        if kid not in self._keys and time.monotonic() - self._loaded_at > self.reload_interval:
+        age = time.monotonic() - self._loaded_at
+        if age > self.max_age or (kid not in self._keys and age > self.reload_interval):
             self.reload()
         return self._keys.get(kid)
 

@@ -1,0 +1,111 @@
+"""Client channels: the retry policy, default deadlines, and what each call
+carries to the next hop. The server here is a bare grpc.aio server whose
+handler misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from meshkit import context
+from meshkit.channels import MethodPolicy, create_channel
+from meshkit.settings import MeshSettings
+from sagemesh.identity.v1 import identity_pb2 as pb
+from sagemesh.identity.v1 import identity_pb2_grpc
+
+SERVICE = "sagemesh.identity.v1.IdentityService"
+
+
+class ScriptedIdentity(identity_pb2_grpc.IdentityServiceServicer):
+    """Fails with UNAVAILABLE `failures` times, then answers; records calls."""
+
+    def __init__(self, failures: int = 0, delay: float = 0.0) -> None:
+        self.failures = failures
+        self.delay = delay
+        self.attempts = 0
+        self.metadata: list[dict[str, str]] = []
+        self.deadlines: list[float | None] = []
+
+    async def GetMe(self, request, ctx):
+        self.attempts += 1
+        self.metadata.append(dict(ctx.invocation_metadata()))
+        self.deadlines.append(ctx.time_remaining())
+        if self.attempts <= self.failures:
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        await asyncio.sleep(self.delay)
+        return pb.GetMeResponse(user=pb.User(id="u1"))
+
+
+@pytest.fixture
+async def serve():
+    servers = []
+
+    async def start(servicer) -> str:
+        server = grpc.aio.server()
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        await server.stop(0)
+
+
+def settings(**overrides) -> MeshSettings:
+    return MeshSettings(_env_file=None, retry_initial_backoff_seconds=0.01, **overrides)
+
+
+async def test_unavailable_twice_then_success_is_retried(serve):
+    servicer = ScriptedIdentity(failures=2)
+    async with create_channel(await serve(servicer), settings()) as channel:
+        reply = await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+    assert reply.user.id == "u1"
+    assert servicer.attempts == 3
+
+
+async def test_retries_stop_at_max_attempts(serve):
+    servicer = ScriptedIdentity(failures=100)
+    async with create_channel(await serve(servicer), settings(retry_max_attempts=3)) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.attempts == 3
+
+
+async def test_a_method_can_opt_out_of_retries(serve):
+    servicer = ScriptedIdentity(failures=1)
+    no_retry = (MethodPolicy(SERVICE, "GetMe", retry=False),)
+    async with create_channel(await serve(servicer), settings(), no_retry) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+    assert servicer.attempts == 1
+
+
+async def test_every_call_gets_the_default_deadline(serve):
+    servicer = ScriptedIdentity(delay=5)
+    async with create_channel(await serve(servicer), settings(default_deadline_seconds=0.3)) as channel:
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 2
+    assert servicer.deadlines[0] is not None and servicer.deadlines[0] <= 0.3
+
+
+async def test_an_incoming_deadline_caps_outgoing_calls_and_context_is_forwarded(serve):
+    servicer = ScriptedIdentity()
+    async with create_channel(await serve(servicer), settings(default_deadline_seconds=30)) as channel:
+        request_token = context.request_id.set("req-123")
+        deadline_token = context.deadline.set(time.monotonic() + 1.0)
+        try:
+            await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+        finally:
+            context.request_id.reset(request_token)
+            context.deadline.reset(deadline_token)
+    assert servicer.deadlines[0] is not None and servicer.deadlines[0] <= 1.0
+    assert servicer.metadata[0]["x-request-id"] == "req-123"
