@@ -27,16 +27,19 @@ class IdentityUnderTest:
     settings: IdentitySettings
     database_url: str
 
-    async def count_users(self, email: str) -> int:
+    async def _scalar(self, sql: str, **params):
         engine = db.create_engine(self.database_url)
         try:
             async with engine.connect() as connection:
-                return await connection.scalar(
-                    text("SELECT count(*) FROM identity_users WHERE email = :email"),
-                    {"email": email},
-                )
+                return await connection.scalar(text(sql), params)
         finally:
             await engine.dispose()
+
+    async def count_users(self, email: str) -> int:
+        return await self._scalar("SELECT count(*) FROM identity_users WHERE email = :email", email=email)
+
+    async def password_hash(self, email: str) -> str:
+        return await self._scalar("SELECT password_hash FROM identity_users WHERE email = :email", email=email)
 
     async def register_and_login(self, email: str, tenant_name: str = "") -> pb.LoginResponse:
         await self.stub.Register(

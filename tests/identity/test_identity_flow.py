@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import datetime, timezone
 
 import grpc
 import pytest
@@ -12,6 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from sagemesh.identity.v1 import identity_pb2 as pb
+from services.identity.domain import Role, User
+from services.identity.tokens import AccessTokenIssuer, load_signing_key
 from tests.identity.conftest import PASSWORD
 
 
@@ -215,3 +219,32 @@ async def test_health_reports_serving(identity):
     for service in ("", "sagemesh.identity.v1.IdentityService"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+
+async def test_an_expired_access_token_is_unauthenticated(identity):
+    login = await identity.register_and_login(new_email())
+    kid, key = load_signing_key(identity.settings.keys_dir, None)
+    issuer = AccessTokenIssuer(
+        kid, key, identity.settings.jwt_issuer, identity.settings.jwt_audience, ttl_seconds=60
+    )
+    user = User(
+        login.user.id, login.user.tenant_id, login.user.tenant_name, login.user.email,
+        login.user.display_name, Role.MEMBER, datetime.now(timezone.utc),
+    )
+    # Signed by the service's own key, but issued two minutes ago for one.
+    expired = issuer.issue(user, "s1", time.time() - 120)
+    error = await rpc_error(identity.stub.GetMe(pb.GetMeRequest(), metadata=bearer(expired)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in error.details()
+    fresh = issuer.issue(user, "s1", time.time())
+    me = await identity.stub.GetMe(pb.GetMeRequest(), metadata=bearer(fresh))
+    assert me.user.id == login.user.id
+
+
+async def test_passwords_are_stored_as_argon2id_hashes(identity):
+    email = new_email()
+    await identity.stub.Register(pb.RegisterRequest(email=email, password=PASSWORD))
+    stored = await identity.password_hash(email)
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
