@@ -1,7 +1,8 @@
 """Runs the whole mesh on this machine in the foreground: `make run`.
 
-Each service under services/ runs as its own process on its default port
-(override with SAGEMESH_<SERVICE>_ADDR, e.g. SAGEMESH_IDENTITY_ADDR=127.0.0.1:6001).
+Each service under services/ runs as its own process on its default port,
+and the gateway in front of them on http://127.0.0.1:8080 (override
+with SAGEMESH_<SERVICE>_ADDR, e.g. SAGEMESH_IDENTITY_ADDR=127.0.0.1:6001).
 Ctrl-C (or SIGTERM) asks every service to drain and stop; if one exits on
 its own, the rest are stopped too.
 """
@@ -9,15 +10,17 @@ its own, the rest are stopped too.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit.settings import MeshSettings
+from gateway.settings import GatewaySettings
 from meshkit.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +47,25 @@ async def wait_until_serving(address: str, process: asyncio.subprocess.Process) 
     return False
 
 
+async def wait_until_ready(url: str, process: asyncio.subprocess.Process) -> bool:
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    for _ in range(STARTUP_TIMEOUT_SECONDS * 4):
+        if process.returncode is not None:
+            return False
+        if await asyncio.to_thread(ready):
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
 async def main() -> int:
-    settings = MeshSettings()
+    settings = GatewaySettings()
     names = available_services()
     processes: dict[str, asyncio.subprocess.Process] = {}
     for name in names:
@@ -54,6 +74,12 @@ async def main() -> int:
         processes[name] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"services.{name}.server", cwd=ROOT, env=env
         )
+    # The gateway exposes the services that run, and is ready when they all serve.
+    gateway_env = {**os.environ, "SAGEMESH_GATEWAY_SERVICES": json.dumps(names)}
+    processes["gateway"] = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.server", cwd=ROOT, env=gateway_env
+    )
+    gateway_url = f"http://{settings.http_host}:{settings.http_port}"
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,18 +87,20 @@ async def main() -> int:
         loop.add_signal_handler(signum, stopping.set)
 
     ready = await asyncio.gather(
-        *(wait_until_serving(settings.address_of(n), processes[n]) for n in names)
+        *(wait_until_serving(settings.address_of(n), processes[n]) for n in names),
+        wait_until_ready(f"{gateway_url}/readyz", processes["gateway"]),
     )
     if all(ready):
         print("\nsagemesh is running:", flush=True)
         for name in names:
             print(f"  {name:<13} grpc  {settings.address_of(name)}", flush=True)
+        print(f"  {'gateway':<13} http  {gateway_url}  (API docs: {gateway_url}/docs)", flush=True)
         print("Ctrl-C stops it.\n", flush=True)
         exits = [asyncio.create_task(p.wait()) for p in processes.values()]
         stopper = asyncio.create_task(stopping.wait())
         await asyncio.wait([stopper, *exits], return_when=asyncio.FIRST_COMPLETED)
     else:
-        failed = [n for n, ok in zip(names, ready) if not ok]
+        failed = [n for n, ok in zip([*names, "gateway"], ready) if not ok]
         print(f"not serving after start-up: {', '.join(failed)}", file=sys.stderr, flush=True)
 
     for process in processes.values():

@@ -3,11 +3,13 @@ stops every service cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import free_port
@@ -17,11 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
     address = f"127.0.0.1:{free_port()}"
+    http_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SAGEMESH_")},
         "SAGEMESH_IDENTITY_ADDR": address,
         "SAGEMESH_DATA_DIR": str(tmp_path),
         "SAGEMESH_GRACE_PERIOD_SECONDS": "2",
+        "SAGEMESH_HTTP_PORT": str(http_port),
     }
     launcher = subprocess.Popen(
         [sys.executable, "scripts/run_mesh.py"], cwd=ROOT, env=env,
@@ -38,6 +42,9 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
         output = "".join(lines)
         assert "sagemesh is running" in output, output
         assert f"identity      grpc  {address}" in output
+        assert f"gateway       http  http://127.0.0.1:{http_port}" in output
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as reply:
+            assert json.load(reply)["backends"] == {"identity": "SERVING"}
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=20) == 0
     finally:

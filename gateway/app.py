@@ -1,0 +1,338 @@
+"""The gateway's ASGI application.
+
+Every request is matched against the routes from the contracts, transcoded
+into its RPC, sent over the shared channel of the backend that serves it, and
+the reply (or its status) transcoded back, the way grpc-gateway does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import grpc
+from google.protobuf import message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway import errors, transcode, uploads
+from gateway.rules import Route, Router
+from meshkit.errors import InvalidArgument, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+_METADATA_PREFIX = "grpc-metadata-"
+_VALID_METADATA_KEY = re.compile(r"^[0-9a-z_.-]+$")
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# Metadata gRPC itself uses; never echoed to HTTP clients.
+_INTERNAL_METADATA = ("grpc-", ":")
+# gRPC's own wording when no connection could be made: it names internal addresses.
+_TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error_response(
+    http_status: int, body: dict, request_id: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    extra = {"x-request-id": request_id, **(headers or {})}
+    if http_status == 401:
+        extra.setdefault("www-authenticate", "Bearer")
+    return Response(transcode.dumps(body), http_status, extra, media_type=JSON)
+
+
+def invalid_argument(error: InvalidArgument, request_id: str) -> Response:
+    return error_response(
+        400, errors.status_json(grpc.StatusCode.INVALID_ARGUMENT, error.message), request_id
+    )
+
+
+def parse_timeout(value: str) -> float:
+    found = _TIMEOUT.match(value.strip())
+    if not found:
+        raise InvalidArgument(f"malformed Grpc-Timeout {value!r}: expected e.g. 500m or 10S")
+    return int(found.group(1)) * _TIMEOUT_UNITS[found.group(2)]
+
+
+def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str | bytes]]:
+    headers = request.headers
+    metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
+    if "authorization" in headers:
+        metadata.append(("authorization", headers["authorization"]))
+    if request.client:
+        forwarded = headers.get("x-forwarded-for")
+        metadata.append(
+            ("x-forwarded-for", f"{forwarded}, {request.client.host}" if forwarded else request.client.host)
+        )
+    for name, value in headers.items():
+        if not name.startswith(_METADATA_PREFIX):
+            continue
+        key = name[len(_METADATA_PREFIX):]
+        if not _VALID_METADATA_KEY.match(key) or key.startswith(_INTERNAL_METADATA):
+            continue
+        if key.endswith("-bin"):
+            try:
+                metadata.append((key, base64.b64decode(value, validate=True)))
+            except binascii.Error:
+                continue
+        else:
+            metadata.append((key, value))
+    return metadata
+
+
+def response_headers(initial, trailing, request_id: str) -> dict[str, str]:
+    headers = {"x-request-id": request_id}
+    for prefix, metadata in (("grpc-metadata-", initial), ("grpc-trailer-", trailing)):
+        for key, value in metadata or ():
+            if key.startswith(_INTERNAL_METADATA) or key == "x-request-id":
+                continue
+            if isinstance(value, bytes):
+                value = base64.b64encode(value).decode()
+            headers[f"{prefix}{key}"] = value
+    return headers
+
+
+class Gateway:
+    def __init__(
+        self,
+        router: Router,
+        # Backend name -> a function making its channel. Channels belong to the
+        # event loop they are made in, so they are made inside the serving loop.
+        channel_factories: Mapping[str, Callable[[], grpc.aio.Channel]],
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        readiness_timeout: float,
+        extra_routes: Mapping[str, object] | None = None,
+    ) -> None:
+        self.router = router
+        self.channel_factories = channel_factories
+        self._channels: dict[str, grpc.aio.Channel] | None = None
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.readiness_timeout = readiness_timeout
+        # Fixed pages: /healthz, /readyz, /openapi.json, /docs ...
+        self.pages = {"/healthz": self.healthz, "/readyz": self.readyz, **(extra_routes or {})}
+        self._callables: dict[Route, object] = {}
+
+    @property
+    def channels(self) -> dict[str, grpc.aio.Channel]:
+        if self._channels is None:
+            self._channels = {name: make() for name, make in self.channel_factories.items()}
+        return self._channels
+
+    async def close(self) -> None:
+        if self._channels is not None:
+            await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+            self._channels = None
+            self._callables.clear()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        page = self.pages.get(request.url.path)
+        if page is not None and request.method in ("GET", "HEAD"):
+            return await page(request)
+        route, variables = self.router.match(request.method, raw_path)
+        if route is None:
+            if variables:
+                return error_response(
+                    405, errors.status_json(grpc.StatusCode.UNIMPLEMENTED, "Method Not Allowed"),
+                    request_id, {"allow": ", ".join(variables)},
+                )
+            return error_response(
+                404, errors.status_json(grpc.StatusCode.NOT_FOUND, "Not Found"), request_id
+            )
+        try:
+            timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
+            metadata = outgoing_metadata(request, request_id)
+            if route.client_streaming:
+                return await self.client_stream(route, variables, request, metadata, timeout, request_id)
+            body = await self.read_body(request) if route.body else None
+            message = transcode.build_request(
+                self.message_class(route), route.body, variables, request.query_params.multi_items(), body
+            )
+        except InvalidArgument as error:
+            return invalid_argument(error, request_id)
+        except BodyTooLarge as error:
+            return error_response(
+                413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)), request_id
+            )
+        except ClientDisconnect:
+            return Response(status_code=499)
+        if route.server_streaming:
+            return await self.server_stream(route, message, request, metadata, timeout, request_id)
+        return await self.unary(route, message, metadata, timeout, request_id)
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                self.channels  # connect early, in the serving loop
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # Calls -------------------------------------------------------------------
+
+    def message_class(self, route: Route):
+        return message_factory.GetMessageClass(route.method.input_type)
+
+    def multicallable(self, route: Route):
+        found = self._callables.get(route)
+        if found is None:
+            channel = self.channels[route.backend]
+            kind = ("stream" if route.client_streaming else "unary") + "_" + (
+                "stream" if route.server_streaming else "unary"
+            )
+            found = getattr(channel, kind)(
+                route.grpc_path,
+                request_serializer=self.message_class(route).SerializeToString,
+                response_deserializer=message_factory.GetMessageClass(route.method.output_type).FromString,
+            )
+            self._callables[route] = found
+        return found
+
+    def rpc_failure(self, route: Route, error: grpc.aio.AioRpcError, request_id: str) -> Response:
+        status, body = errors.from_rpc_error(error)
+        if error.code() == grpc.StatusCode.UNAVAILABLE and _TRANSPORT_FAILURE.search(body["message"]):
+            body["message"] = f"the {route.backend} service is unavailable; try again shortly"
+        return error_response(status, body, request_id)
+
+    async def unary(self, route, message, metadata, timeout, request_id) -> Response:
+        call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            return self.rpc_failure(route, error, request_id)
+        headers = response_headers(await call.initial_metadata(), await call.trailing_metadata(), request_id)
+        body = transcode.dumps(transcode.to_json_value(reply, route.response_body))
+        return Response(body, 200, headers, media_type=JSON)
+
+    async def server_stream(self, route, message, request, metadata, timeout, request_id) -> Response:
+        call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
+        replies = call.__aiter__()
+        # Until the first reply arrives a failure is still an HTTP status.
+        try:
+            first = await anext(replies)
+        except StopAsyncIteration:
+            first = None
+        except grpc.aio.AioRpcError as error:
+            return self.rpc_failure(route, error, request_id)
+        sse = EVENT_STREAM in request.headers.get("accept", "")
+
+        def frame(payload: dict, event: str | None = None) -> bytes:
+            if not sse:
+                return transcode.dumps(payload) + b"\n"
+            head = f"event: {event}\n".encode() if event else b""
+            return head + b"data: " + transcode.dumps(payload) + b"\n\n"
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                if first is not None:
+                    yield frame({"result": transcode.to_json_value(first, route.response_body)})
+                    async for reply in replies:
+                        yield frame({"result": transcode.to_json_value(reply, route.response_body)})
+            except grpc.aio.AioRpcError as error:
+                yield frame({"error": errors.from_rpc_error(error)[1]}, event="error")
+            finally:
+                # A client that went away must not leave the backend working for nobody.
+                call.cancel()
+
+        headers = response_headers(await call.initial_metadata(), None, request_id)
+        if sse:
+            headers["cache-control"] = "no-cache"
+        return StreamingResponse(frames(), 200, headers, media_type=EVENT_STREAM if sse else JSON)
+
+    async def client_stream(self, route, variables, request, metadata, timeout, request_id) -> Response:
+        problem: list[Exception] = []
+        call_holder: list = []
+
+        async def messages():
+            try:
+                async for message in uploads.request_messages(
+                    route, self.message_class(route), variables, request, self.max_upload_bytes
+                ):
+                    yield message
+            except (InvalidArgument, ResourceExhausted, ClientDisconnect) as error:
+                problem.append(error)
+                call_holder[0].cancel()
+
+        call = self.multicallable(route)(messages(), metadata=metadata, timeout=timeout)
+        call_holder.append(call)
+        try:
+            reply = await call
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
+            if problem:
+                return self.upload_problem(problem[0], request_id)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return self.rpc_failure(route, error, request_id)
+        if problem:
+            return self.upload_problem(problem[0], request_id)
+        headers = response_headers(await call.initial_metadata(), await call.trailing_metadata(), request_id)
+        return Response(transcode.dumps(transcode.to_json_value(reply, route.response_body)), 200, headers, media_type=JSON)
+
+    def upload_problem(self, error: Exception, request_id: str) -> Response:
+        if isinstance(error, ResourceExhausted):
+            return error_response(413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, error.message), request_id)
+        if isinstance(error, ClientDisconnect):
+            return Response(status_code=499)
+        return invalid_argument(error, request_id)
+
+    async def read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # Health ------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        async def status_of(channel: grpc.aio.Channel) -> str:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=self.readiness_timeout
+                )
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+
+        names = list(self.channels)
+        statuses = dict(zip(names, await asyncio.gather(*(status_of(self.channels[n]) for n in names))))
+        ready = all(status == "SERVING" for status in statuses.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "backends": statuses},
+            status_code=200 if ready else 503,
+        )

@@ -1,0 +1,65 @@
+"""The gateway: `python -m gateway.server`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from functools import partial
+
+import uvicorn
+
+from gateway.app import Gateway
+from gateway.openapi import docs_pages
+from gateway.rules import Router, routes_of
+from gateway.settings import GatewaySettings
+from meshkit.channels import channel_to
+from meshkit.logs import configure_logging
+from meshkit.topology import SERVICES
+
+log = logging.getLogger(__name__)
+
+
+def service_descriptor(name: str):
+    """The descriptor of a mesh service, from its generated module."""
+    info = SERVICES[name]
+    package, service = info.grpc_service.rsplit(".", 1)
+    module = importlib.import_module(f"{package}.{name}_pb2")
+    return module.DESCRIPTOR.services_by_name[service]
+
+
+def build(settings: GatewaySettings) -> Gateway:
+    unknown = set(settings.gateway_services) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown services in SAGEMESH_GATEWAY_SERVICES: {sorted(unknown)}")
+    descriptors = {name: service_descriptor(name) for name in settings.gateway_services}
+    routes = [route for name, d in descriptors.items() for route in routes_of(d, name)]
+    return Gateway(
+        Router(routes),
+        {name: partial(channel_to, name, settings) for name in descriptors},
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        readiness_timeout=settings.readiness_timeout_seconds,
+        extra_routes=docs_pages(list(descriptors.values())),
+    )
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    app = build(settings)
+    log.info("gateway listening on http://%s:%d", settings.http_host, settings.http_port)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.grace_period_seconds),
+    )
+
+
+if __name__ == "__main__":
+    main()

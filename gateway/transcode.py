@@ -1,0 +1,153 @@
+"""HTTP -> protobuf request, protobuf -> JSON, per the proto3 JSON mapping.
+
+Fields come from three places, as in grpc-gateway: path variables, the body
+(the whole request for body "*", one field for body "<field>"), and query
+parameters for every field bound by neither. Query parameter names may use
+proto or JSON names and dotted paths; repeated fields take repeated
+parameters; unknown parameters are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+# Loaded for their types: error details in responses are Any-packed.
+from google.rpc import error_details_pb2  # noqa: F401
+
+from meshkit.errors import InvalidArgument
+
+# Messages whose JSON form is a plain string, so a query parameter can set them.
+_STRING_LIKE_MESSAGES = {
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    *(f"google.protobuf.{w}Value" for w in
+      ("String", "Bytes", "Bool", "Int32", "Int64", "UInt32", "UInt64", "Float", "Double")),
+}
+_TRUE, _FALSE = {"true", "1", "t", "yes"}, {"false", "0", "f", "no"}
+
+
+def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    return descriptor.fields_by_name.get(name) or next(
+        (f for f in descriptor.fields if f.json_name == name), None
+    )
+
+
+def resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor] | None:
+    fields = []
+    for part in path.split("."):
+        if descriptor is None:
+            return None
+        field = _field(descriptor, part)
+        if field is None:
+            return None
+        fields.append(field)
+        descriptor = field.message_type
+    return fields
+
+
+def _scalar(field: FieldDescriptor, text: str):
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise InvalidArgument(f"{text!r} is not a boolean", field=field.name)
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == "google.protobuf.BoolValue":
+        return _scalar(field.message_type.fields_by_name["value"], text)
+    # json_format converts numbers, enums, bytes and Timestamps from strings.
+    return text
+
+
+def _set_path(target: dict, fields: list[FieldDescriptor], value: str) -> None:
+    for field in fields[:-1]:
+        target = target.setdefault(field.name, {})
+        if not isinstance(target, dict):
+            return
+    leaf = fields[-1]
+    if leaf.type == FieldDescriptor.TYPE_MESSAGE and leaf.message_type.full_name not in _STRING_LIKE_MESSAGES:
+        return  # a whole message cannot come from one string
+    converted = _scalar(leaf, value)
+    if leaf.is_repeated:
+        target.setdefault(leaf.name, []).append(converted)
+    else:
+        target[leaf.name] = converted
+
+
+def _parse_dict(data: dict, message: Message) -> None:
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except json_format.ParseError as error:
+        raise InvalidArgument(str(error)) from None
+
+
+def parse_json(body: bytes):
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"malformed JSON body: {error}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument("malformed JSON body: not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidArgument("malformed JSON body: nested too deeply") from None
+
+
+def build_request(
+    message_class: type[Message],
+    body_field: str,
+    path_variables: dict[str, str],
+    query: Iterable[tuple[str, str]],
+    body: bytes | None,
+) -> Message:
+    request = message_class()
+    descriptor = request.DESCRIPTOR
+    if body is not None and body_field:
+        data = parse_json(body)
+        if data is not None:
+            if body_field == "*":
+                if not isinstance(data, dict):
+                    raise InvalidArgument("the request body must be a JSON object")
+                _parse_dict(data, request)
+            else:
+                _parse_dict({body_field: data}, request)
+
+    bound: dict = {}
+    for path, value in path_variables.items():
+        fields = resolve(descriptor, path)
+        if fields is None:
+            raise InvalidArgument(f"path variable {path!r} names no field")
+        _set_path(bound, fields, value)
+    if body_field != "*":
+        taken = {path.split(".")[0] for path in path_variables} | {body_field}
+        for name, value in query:
+            fields = resolve(descriptor, name)
+            if fields is None or fields[0].name in taken:
+                continue
+            _set_path(bound, fields, value)
+    if bound:
+        extra = message_class()
+        _parse_dict(bound, extra)
+        request.MergeFrom(extra)
+    return request
+
+
+def to_json_value(message: Message, field: str = ""):
+    """The proto3 JSON form of the message, or of one of its fields."""
+    if not field:
+        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    # Render the enclosing message and pick the field: any field type works.
+    rendered = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    json_name = message.DESCRIPTOR.fields_by_name[field].json_name
+    return rendered.get(json_name)
+
+
+def dumps(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
