@@ -107,7 +107,9 @@ async def main() -> int:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(p.wait() for p in processes.values()))
-    return 0 if all(ready) and stopping.is_set() and not any(codes) else 1
+    # uvicorn re-raises the SIGTERM it handled, after its graceful shutdown.
+    clean = all(code in (0, -signal.SIGTERM) for code in codes)
+    return 0 if all(ready) and stopping.is_set() and clean else 1
 
 
 if __name__ == "__main__":

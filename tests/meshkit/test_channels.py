@@ -89,6 +89,8 @@ async def test_a_method_can_opt_out_of_retries(serve):
 async def test_every_call_gets_the_default_deadline(serve):
     servicer = ScriptedIdentity(delay=5)
     async with create_channel(await serve(servicer), settings(default_deadline_seconds=0.3)) as channel:
+        # Connect first: the deadline under test is the call's, not the handshake's.
+        await asyncio.wait_for(channel.channel_ready(), 10)
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
