@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test gen lint-proto install clean
+.PHONY: run test gen lint lint-proto install clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -21,6 +21,9 @@ gen: $(VENV)/.installed
 
 lint-proto: install
 	node_modules/.bin/buf lint
+
+lint: lint-proto
+	$(VENV)/bin/ruff check meshkit gateway services scripts tests bench
 
 install: $(VENV)/.installed node_modules/.installed gen/.stamp
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from gateway import transcode

@@ -19,6 +19,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+pytest_plugins = ["tests.fixtures.identity"]
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "SAGEMESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

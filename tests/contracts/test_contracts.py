@@ -93,3 +93,4 @@ def test_the_rest_routes_clients_rely_on_exist():
 
 def test_every_internal_method_exists():
     assert INTERNAL_METHODS <= {path for path, _ in all_methods()}
+

@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from sagemesh.identity.v1 import identity_pb2 as pb
 from services.identity.domain import Role, User
 from services.identity.tokens import AccessTokenIssuer, load_signing_key
-from tests.identity.conftest import PASSWORD
+from tests.fixtures.identity import PASSWORD
 
 
 def new_email() -> str:
