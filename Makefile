@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test gen lint lint-proto install clean
+.PHONY: run test gen lint lint-proto bench-gateway install clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -24,6 +24,11 @@ lint-proto: install
 
 lint: lint-proto
 	$(VENV)/bin/ruff check meshkit gateway services scripts tests bench
+
+# Benchmarks print their figures; they are not part of `make test`.
+bench-gateway: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) bench/gateway_overhead.py --seconds 10 --out bench/results/gateway.md
 
 install: $(VENV)/.installed node_modules/.installed gen/.stamp
 

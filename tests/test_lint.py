@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_python_code_has_no_pyflakes_errors():
     result = subprocess.run(
-        [Path(sys.executable).parent / "ruff", "check", "meshkit", "gateway", "services", "scripts", "tests"],
+        [Path(sys.executable).parent / "ruff", "check", "meshkit", "gateway", "services", "scripts", "tests", "bench"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
