@@ -31,6 +31,7 @@ JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 _METADATA_PREFIX = "grpc-metadata-"
 _VALID_METADATA_KEY = re.compile(r"^[0-9a-z_.-]+$")
+_VALID_METADATA_VALUE = re.compile(r"^[\x20-\x7e]*$")
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Metadata gRPC itself uses; never echoed to HTTP clients.
@@ -65,16 +66,28 @@ def parse_timeout(value: str) -> float:
     return int(found.group(1)) * _TIMEOUT_UNITS[found.group(2)]
 
 
+def _metadata_value(header: str, value: str) -> str:
+    # gRPC carries only printable ASCII in text metadata; anything else would
+    # be refused by the transport after the request had been accepted.
+    if not _VALID_METADATA_VALUE.match(value):
+        raise InvalidArgument(f"header {header} has characters gRPC metadata cannot carry")
+    return value
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if given and len(given) <= 128 and _VALID_METADATA_VALUE.match(given) else uuid.uuid4().hex
+
+
 def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str | bytes]]:
     headers = request.headers
     metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     if "authorization" in headers:
-        metadata.append(("authorization", headers["authorization"]))
+        metadata.append(("authorization", _metadata_value("Authorization", headers["authorization"])))
     if request.client:
-        forwarded = headers.get("x-forwarded-for")
-        metadata.append(
-            ("x-forwarded-for", f"{forwarded}, {request.client.host}" if forwarded else request.client.host)
-        )
+        forwarded = headers.get("x-forwarded-for", "")
+        chain = f"{forwarded}, {request.client.host}" if forwarded and _VALID_METADATA_VALUE.match(forwarded) else request.client.host
+        metadata.append(("x-forwarded-for", chain))
     for name, value in headers.items():
         if not name.startswith(_METADATA_PREFIX):
             continue
@@ -85,9 +98,9 @@ def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str 
             try:
                 metadata.append((key, base64.b64decode(value, validate=True)))
             except binascii.Error:
-                continue
+                raise InvalidArgument(f"header {name} must be base64") from None
         else:
-            metadata.append((key, value))
+            metadata.append((key, _metadata_value(name, value)))
     return metadata
 
 
@@ -144,11 +157,23 @@ class Gateway:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        response = await self.handle(request)
+        request_id = request_id_of(request)
+        try:
+            response = await self.handle(request, request_id)
+        except Exception:
+            # The last resort: a Status body with the request id, never a bare page.
+            log.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
+            response = error_response(
+                500,
+                errors.status_json(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error; quote request id {request_id} when reporting it",
+                ),
+                request_id,
+            )
         await response(scope, receive, send)
 
-    async def handle(self, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    async def handle(self, request: Request, request_id: str) -> Response:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         page = self.pages.get(request.url.path)
         if page is not None and request.method in ("GET", "HEAD"):

@@ -143,3 +143,20 @@ async def test_readyz_needs_every_backend_to_report_serving(gateway):
     reply = await gateway.client.get("/readyz")
     assert reply.status_code == 503
     assert reply.json()["backends"]["echo"] == "UNIMPLEMENTED"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"authorization": b"Bearer caf\xe9"}, {"grpc-metadata-note": b"\xe9t\xe9"}],
+    ids=["authorization", "grpc-metadata"],
+)
+async def test_header_values_grpc_cannot_carry_are_400_not_500(gateway, headers):
+    reply = await gateway.client.get("/v1/echo/abc", headers=headers)
+    assert reply.status_code == 400
+    assert "cannot carry" in reply.json()["message"]
+
+
+async def test_an_unusable_request_id_is_replaced(gateway):
+    reply = await gateway.client.get("/v1/echo/abc", headers={"x-request-id": b"caf\xe9"})
+    assert reply.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", reply.headers["x-request-id"])
