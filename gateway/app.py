@@ -40,10 +40,6 @@ _INTERNAL_METADATA = ("grpc-", ":")
 _TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def error_response(
     http_status: int, body: dict, request_id: str, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -56,6 +52,12 @@ def error_response(
 def invalid_argument(error: InvalidArgument, request_id: str) -> Response:
     return error_response(
         400, errors.status_json(grpc.StatusCode.INVALID_ARGUMENT, error.message), request_id
+    )
+
+
+def payload_too_large(error: ResourceExhausted, request_id: str) -> Response:
+    return error_response(
+        413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, error.message), request_id
     )
 
 
@@ -199,10 +201,8 @@ class Gateway:
             )
         except InvalidArgument as error:
             return invalid_argument(error, request_id)
-        except BodyTooLarge as error:
-            return error_response(
-                413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)), request_id
-            )
+        except ResourceExhausted as error:
+            return payload_too_large(error, request_id)
         except ClientDisconnect:
             return Response(status_code=499)
         if route.server_streaming:
@@ -322,7 +322,7 @@ class Gateway:
 
     def upload_problem(self, error: Exception, request_id: str) -> Response:
         if isinstance(error, ResourceExhausted):
-            return error_response(413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, error.message), request_id)
+            return payload_too_large(error, request_id)
         if isinstance(error, ClientDisconnect):
             return Response(status_code=499)
         return invalid_argument(error, request_id)
@@ -330,12 +330,12 @@ class Gateway:
     async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BodyTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+            raise ResourceExhausted(f"request body over the {self.max_body_bytes}-byte limit")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise BodyTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
+                raise ResourceExhausted(f"request body over the {self.max_body_bytes}-byte limit")
             chunks.append(chunk)
         return b"".join(chunks)
 
