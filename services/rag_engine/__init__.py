@@ -1,0 +1,11 @@
+"""rag_engine: the retrieval indexes and hybrid retrieval.
+
+server.py       wiring: settings, model, indexes, servicer
+servicer.py     protobuf <-> domain
+engine.py       the domain: index, delete, retrieve (vector + BM25, RRF, rerank)
+fusion.py       weighted reciprocal rank fusion
+analysis.py     text -> BM25 terms (English stemming, Chinese segmentation)
+filters.py      metadata filters, and their Milvus expressions
+indexes.py      the index interfaces; vector_milvus.py and bm25_tantivy.py implement them
+embedding.py    the embedding model interface and its local implementation
+"""

@@ -1,0 +1,48 @@
+"""rag_engine's domain types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk as indexed, with everything a result needs to show."""
+
+    tenant_id: str
+    kb_id: str
+    document_id: str
+    chunk_id: str
+    text: str
+    title: str = ""
+    headings: tuple[str, ...] = ()
+    page: int = 0
+    position: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a search may look: always one tenant, optionally some bases."""
+
+    tenant_id: str
+    kb_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class RankedChunk:
+    chunk: Chunk
+    score: float
+    vector_rank: int = 0
+    bm25_rank: int = 0
+    rerank_rank: int = 0
+
+
+@dataclass
+class Timings:
+    embed_ms: float = 0.0
+    vector_ms: float = 0.0
+    bm25_ms: float = 0.0
+    fuse_ms: float = 0.0
+    rerank_ms: float = 0.0
+    total_ms: float = 0.0

@@ -1,0 +1,136 @@
+"""rag_engine's domain logic: indexing and hybrid retrieval. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from meshkit.errors import InvalidArgument
+from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
+from services.rag_engine.embedding import Embedder
+from services.rag_engine.filters import Filter
+from services.rag_engine.fusion import reciprocal_rank_fusion
+from services.rag_engine.indexes import KeywordIndex, VectorIndex
+
+MAX_QUERY_CHARS = 2_000
+MAX_TOP_K = 100
+MAX_CHUNKS_PER_CALL = 2_000
+MAX_CHUNK_CHARS = 60_000
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    rrf_k: int = 60
+    # Candidates each index contributes to fusion.
+    candidates_per_list: int = 100
+    default_top_k: int = 10
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class RagEngine:
+    def __init__(
+        self, embedder: Embedder, vectors: VectorIndex, keywords: KeywordIndex, config: RetrievalConfig
+    ) -> None:
+        self.embedder = embedder
+        self.vectors = vectors
+        self.keywords = keywords
+        self.config = config
+
+    async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[Chunk]) -> tuple[int, int]:
+        """Embeds and upserts the chunks into both indexes; returns (indexed,
+        vectors now held for the document). Indexing a chunk again replaces it."""
+        for name, value in (("tenant_id", tenant_id), ("kb_id", kb_id), ("document_id", document_id)):
+            if not value:
+                raise InvalidArgument("is required", field=name)
+        if len(chunks) > MAX_CHUNKS_PER_CALL:
+            raise InvalidArgument(f"at most {MAX_CHUNKS_PER_CALL} chunks per call", field="chunks")
+        seen: set[str] = set()
+        for position, chunk in enumerate(chunks):
+            if not chunk.chunk_id:
+                raise InvalidArgument(f"chunks[{position}].chunk_id is required", field="chunks")
+            if chunk.chunk_id in seen:
+                raise InvalidArgument(f"chunk_id {chunk.chunk_id!r} appears twice", field="chunks")
+            if not chunk.text.strip():
+                raise InvalidArgument(f"chunks[{position}].text is empty", field="chunks")
+            if len(chunk.text) > MAX_CHUNK_CHARS:
+                raise InvalidArgument(f"chunks[{position}].text is over {MAX_CHUNK_CHARS} characters", field="chunks")
+            seen.add(chunk.chunk_id)
+        if chunks:
+            embeddings = await self.embedder.embed_documents([_passage(c) for c in chunks])
+            # Vectors first: they carry the records every result is built from.
+            await self.vectors.upsert(chunks, embeddings)
+            await self.keywords.upsert(chunks)
+        return len(chunks), await self.vectors.count(tenant_id, kb_id, document_id)
+
+    async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
+        deleted = await self.vectors.delete_document(tenant_id, kb_id, document_id)
+        await self.keywords.delete_document(tenant_id, kb_id, document_id)
+        return deleted
+
+    async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> int:
+        deleted = await self.vectors.delete_knowledge_base(tenant_id, kb_id)
+        await self.keywords.delete_knowledge_base(tenant_id, kb_id)
+        return deleted
+
+    async def retrieve(
+        self,
+        scope: Scope,
+        query: str,
+        top_k: int = 0,
+        filters: Sequence[Filter] = (),
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> tuple[list[RankedChunk], Timings]:
+        query = query.strip()
+        if not query:
+            raise InvalidArgument("is required", field="query")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"must be at most {MAX_QUERY_CHARS} characters", field="query")
+        top_k = top_k or self.config.default_top_k
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"must be between 1 and {MAX_TOP_K}", field="top_k")
+        if any(w < 0 for w in weights):
+            raise InvalidArgument("must not be negative", field="weights")
+        timings = Timings()
+        started = time.perf_counter()
+        limit = max(self.config.candidates_per_list, top_k)
+
+        async def vector_branch() -> list[str]:
+            embed_started = time.perf_counter()
+            vector = await self.embedder.embed_query(query)
+            timings.embed_ms = _elapsed_ms(embed_started)
+            search_started = time.perf_counter()
+            hits = await self.vectors.search(vector, scope, filters, limit)
+            timings.vector_ms = _elapsed_ms(search_started)
+            return [chunk_id for chunk_id, _ in hits]
+
+        async def keyword_branch() -> list[str]:
+            search_started = time.perf_counter()
+            # Metadata filters are resolved exactly by the vector index, and
+            # BM25 is confined to what passes them.
+            allowed = await self.vectors.matching_ids(scope, filters) if filters else None
+            hits = await self.keywords.search(query, scope, limit, allowed)
+            timings.bm25_ms = _elapsed_ms(search_started)
+            return [chunk_id for chunk_id, _ in hits]
+
+        vector_ids, keyword_ids = await asyncio.gather(vector_branch(), keyword_branch())
+        fuse_started = time.perf_counter()
+        fused = reciprocal_rank_fusion([vector_ids, keyword_ids], list(weights), self.config.rrf_k)[:top_k]
+        timings.fuse_ms = _elapsed_ms(fuse_started)
+        records = await self.vectors.fetch(scope.tenant_id, [f.key for f in fused])
+        results = [
+            RankedChunk(records[f.key], f.score, vector_rank=f.ranks[0], bm25_rank=f.ranks[1])
+            for f in fused
+            # A chunk deleted between search and fetch is simply gone.
+            if f.key in records and records[f.key].tenant_id == scope.tenant_id
+        ]
+        timings.total_ms = _elapsed_ms(started)
+        return results, timings
+
+
+def _passage(chunk: Chunk) -> str:
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text

@@ -1,0 +1,51 @@
+"""The two indexes rag_engine keeps. Every search is scoped to one tenant
+inside the index query itself: isolation never depends on a caller's filters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.filters import Filter
+
+
+class VectorIndex(Protocol):
+    """Embeddings and the chunk records themselves (text, title, metadata)."""
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None: ...
+
+    async def search(
+        self, vector: Sequence[float], scope: Scope, filters: Sequence[Filter], limit: int
+    ) -> list[tuple[str, float]]:
+        """(chunk_id, similarity), best first."""
+
+    async def matching_ids(self, scope: Scope, filters: Sequence[Filter]) -> set[str]:
+        """Every chunk id in scope that passes the filters."""
+
+    async def fetch(self, tenant_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
+
+    async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int: ...
+
+    async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> int: ...
+
+    async def count(self, tenant_id: str, kb_id: str, document_id: str) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class KeywordIndex(Protocol):
+    """BM25 over the chunks' analysed text."""
+
+    async def upsert(self, chunks: Sequence[Chunk]) -> None: ...
+
+    async def search(
+        self, query: str, scope: Scope, limit: int, restrict_to: set[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk_id, BM25 score), best first; only ids in restrict_to when given."""
+
+    async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> None: ...
+
+    async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> None: ...
+
+    async def close(self) -> None: ...
