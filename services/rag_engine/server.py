@@ -1,0 +1,55 @@
+"""The rag_engine service: `python -m services.rag_engine.server`."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from meshkit import server
+from meshkit.topology import SERVICES
+from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
+from services.rag_engine.embedding import load_embedder
+from services.rag_engine.engine import RagEngine, RetrievalConfig
+from services.rag_engine.indexes import KeywordIndex
+from services.rag_engine.rerank import load_reranker
+from services.rag_engine.servicer import RagEngineServicer
+from services.rag_engine.settings import RagEngineSettings
+from services.rag_engine.vector_milvus import MilvusVectorIndex
+
+
+def keyword_index(settings: RagEngineSettings) -> KeywordIndex:
+    if settings.elasticsearch_url:
+        from services.rag_engine.bm25_elasticsearch import ElasticsearchKeywordIndex
+
+        return ElasticsearchKeywordIndex(settings.elasticsearch_url, settings.elasticsearch_index)
+    from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
+
+    return TantivyKeywordIndex(settings.keyword_dir)
+
+
+async def build(settings: RagEngineSettings) -> server.ServiceApp:
+    embedder = load_embedder(settings)
+    reranker = load_reranker(settings)
+    vectors = MilvusVectorIndex(settings.vector_uri, embedder.dimension, settings.milvus_token)
+    keywords = keyword_index(settings)
+    engine = RagEngine(
+        embedder, vectors, keywords,
+        RetrievalConfig(
+            rrf_k=settings.rrf_k, candidates_per_list=settings.candidates_per_list,
+            rerank_candidates=settings.rerank_candidates,
+        ),
+        reranker,
+    )
+    closers = [keywords.close, vectors.close, embedder.close] + ([reranker.close] if reranker else [])
+    return server.ServiceApp(
+        info=SERVICES["rag_engine"],
+        register=partial(rag_engine_pb2_grpc.add_RagEngineServiceServicer_to_server, RagEngineServicer(engine)),
+        on_shutdown=closers,
+    )
+
+
+def main() -> None:
+    server.run("rag_engine", build, RagEngineSettings())
+
+
+if __name__ == "__main__":
+    main()
