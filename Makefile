@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test gen lint lint-proto bench-gateway install models clean
+.PHONY: run test gen lint lint-proto bench-gateway bench-scifact bench-retrieval install models clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -29,6 +29,15 @@ lint: lint-proto
 bench-gateway: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/gateway_overhead.py --seconds 10 --out bench/results/gateway.md
+
+# Retrieval quality on BEIR SciFact (read from ../shared/data/beir-scifact or
+# SAGEMESH_SCIFACT_DIR), through IndexChunks + Retrieve: about 10 minutes.
+bench-scifact: install
+	$(PY) -m bench.scifact_eval --out bench/results/scifact.md
+
+# Retrieve latency at 10k and 100k chunks and indexing throughput: about 25 minutes.
+bench-retrieval: install
+	$(PY) -m bench.retrieval_speed --out bench/results/retrieval_speed.md
 
 install: $(VENV)/.installed node_modules/.installed gen/.stamp models
 

@@ -2,7 +2,7 @@
 100k chunks, over gRPC to rag_engine in its own process.
 
     .venv/bin/python -m bench.retrieval_speed [--sizes 10000,100000] [--queries 300]
-        [--embed-all] [--out bench/results/retrieval_speed.md]
+        [--rerank-queries 60] [--filter-queries 20] [--embed-all] [--out bench/results/retrieval_speed.md]
 
 The 10k corpus goes in through IndexChunks with the configured embedding
 model, which gives indexing throughput in chunks per second. Embedding 100k
@@ -137,15 +137,24 @@ async def write_directly(data_dir: Path, corpus: Corpus, base: dict[str, Chunk],
     await milvus.close()
 
 
-async def measure(client: RagClient, corpus: Corpus, queries: int, use_rerank: bool) -> dict[str, float]:
+# What each measured request asks for, besides a query and top_k=10.
+REQUESTS = {
+    "hybrid": {},
+    "hybrid, filter year >= 2020": {"filters": [pb.MetadataFilter(field="year", range=pb.NumericRange(gte=2020))]},
+    "hybrid, rerank top 20": {"use_rerank": True},
+}
+
+
+async def measure(client: RagClient, corpus: Corpus, queries: int, request: dict) -> dict[str, float]:
     metadata = client.metadata_for(TENANT)
     latencies, stages = [], {"embed": [], "vector": [], "bm25": [], "rerank": []}
-    for round_ in range(queries + 20):
+    warm_up = min(20, queries // 5)  # the first calls warm caches and connections
+    for round_ in range(queries + warm_up):
         started = time.perf_counter()
         reply = await client.stub.Retrieve(
-            pb.RetrieveRequest(query=corpus.query(), top_k=10, use_rerank=use_rerank), metadata=metadata
+            pb.RetrieveRequest(query=corpus.query(), top_k=10, **request), metadata=metadata
         )
-        if round_ >= 20:  # the first calls warm caches and connections
+        if round_ >= warm_up:
             latencies.append((time.perf_counter() - started) * 1000)
             for stage in stages:
                 stages[stage].append(getattr(reply.timings, f"{stage}_ms"))
@@ -154,9 +163,12 @@ async def measure(client: RagClient, corpus: Corpus, queries: int, use_rerank: b
             **{stage: statistics.median(values) for stage, values in stages.items()}}
 
 
-async def run(sizes: list[int], queries: int, embed_all: bool) -> list[str]:
+async def run(sizes: list[int], queries: int, rerank_queries: int, filter_queries: int,
+              embed_all: bool) -> list[str]:
     reranker_dir = latency_cross_encoder.build(ROOT / "models" / "latency-cross-encoder")
-    settings = {"reranker": "cross-encoder", "reranker_model_dir": str(reranker_dir), "rerank_candidates": "20"}
+    settings = {"reranker": "cross-encoder", "reranker_model_dir": str(reranker_dir), "rerank_candidates": "20",
+                # The larger corpora's vectors are perturbed on purpose: no text embeds to them.
+                "check_stored_vectors": "false"}
     corpus = Corpus()
     base_size = min(sizes)
     base = {c.chunk_id: c for c in corpus.chunks(base_size)}
@@ -175,25 +187,30 @@ async def run(sizes: list[int], queries: int, embed_all: bool) -> list[str]:
                     notes.append(f"Indexed {size:,} chunks through IndexChunks in {seconds:.0f} s: "
                                  f"{size / seconds:.0f} chunks/s, embedding included.")
                     print(notes[-1], flush=True)
-                for use_rerank in (False, True):
-                    result = await measure(client, corpus, queries, use_rerank)
-                    rows.append((size, use_rerank, result))
-                    print(size, "rerank" if use_rerank else "plain", {k: round(v, 1) for k, v in result.items()},
-                          flush=True)
+                for name, request in REQUESTS.items():
+                    count = rerank_queries if request.get("use_rerank") else filter_queries if "filters" in request \
+                        else queries
+                    result = await measure(client, corpus, count, request)
+                    rows.append((size, name, result))
+                    print(size, name, {k: round(v, 1) for k, v in result.items()}, flush=True)
             if size == base_size and not embed_all:
                 ids, vectors = stored_vectors(data_dir / "rag_engine" / "milvus.db")
                 base_vectors = dict(zip(ids, vectors))
     settings_text = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SAGEMESH_"))
+    vectors = "a Milvus server" if "SAGEMESH_MILVUS_URI" in os.environ else "Milvus Lite"
+    keywords = "Elasticsearch" if "SAGEMESH_ELASTICSEARCH_URL" in os.environ else "tantivy"
     return [
         f"# Retrieval speed ({date.today().isoformat()})", "",
-        f"Synthetic corpora, {queries} queries each, one at a time; {platform.machine()}, {os.cpu_count()} cores; "
-        f"settings: {settings_text or 'defaults'} (Milvus Lite, tantivy, all-minilm-l6-v2 on ONNX Runtime).",
+        f"Synthetic corpora, {queries} queries each ({filter_queries} with a filter, {rerank_queries} with rerank), "
+        "one at a time; "
+        f"{platform.machine()}, {os.cpu_count()} cores; settings: {settings_text or 'defaults'} "
+        f"({vectors}, {keywords}, all-minilm-l6-v2 on ONNX Runtime).",
         *notes,
         "" if embed_all else f"Corpora above {base_size:,} reuse the {base_size:,} embedded chunks' vectors, "
         "perturbed, with texts varied word by word (see the script's docstring).", "",
-        "| chunks | rerank top 20 | p50 ms | p99 ms | embed | vector | bm25 | rerank |", "|---|---|---|---|---|---|---|---|",
-        *(f"| {size:,} | {'yes' if r else 'no'} | {m['p50']:.1f} | {m['p99']:.1f} | {m['embed']:.1f} | "
-          f"{m['vector']:.1f} | {m['bm25']:.1f} | {m['rerank']:.1f} |" for size, r, m in rows),
+        "| chunks | request | p50 ms | p99 ms | embed | vector | bm25 | rerank |", "|---|---|---|---|---|---|---|---|",
+        *(f"| {size:,} | {name} | {m['p50']:.1f} | {m['p99']:.1f} | {m['embed']:.1f} | "
+          f"{m['vector']:.1f} | {m['bm25']:.1f} | {m['rerank']:.1f} |" for size, name, m in rows),
         "", "Stage columns are medians in ms, as the service reports them in RetrievalTimings.", "",
     ]
 
@@ -202,10 +219,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=300)
+    # A CPU cross-encoder takes seconds per query here: fewer samples.
+    parser.add_argument("--rerank-queries", type=int, default=60)
+    # Metadata filters take seconds on Milvus Lite (see the README): fewer samples.
+    parser.add_argument("--filter-queries", type=int, default=20)
     parser.add_argument("--embed-all", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    table = asyncio.run(run(sorted(int(s) for s in args.sizes.split(",")), args.queries, args.embed_all))
+    table = asyncio.run(run(sorted(int(s) for s in args.sizes.split(",")), args.queries, args.rerank_queries,
+                            args.filter_queries, args.embed_all))
     print("\n".join(table))
     if args.out:
         args.out.write_text("\n".join(table))

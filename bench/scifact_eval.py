@@ -112,6 +112,12 @@ async def main() -> int:
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {list(MODES)}")
+    skipped = []
+    if "hybrid+rerank" in modes and os.environ.get("SAGEMESH_RERANKER", "none") == "none":
+        modes.remove("hybrid+rerank")
+        skipped.append("hybrid+rerank was not run: no reranker is configured "
+                       "(set SAGEMESH_RERANKER and its model directory or URL).")
+        print(skipped[-1])
     corpus, queries, qrels = load(args.data)
     rows = []
     with tempfile.TemporaryDirectory(prefix="scifact-") as data_dir:
@@ -129,7 +135,7 @@ async def main() -> int:
         f"Indexing (embedding included): {seconds:.0f} s, {len(corpus) / seconds:.1f} abstracts/s.", "",
         "| mode | nDCG@10 | Recall@100 | Retrieve p50 (ms) |", "|---|---|---|---|",
         *(f"| {mode} | {r['ndcg@10']:.3f} | {r['recall@100']:.3f} | {r['p50_ms']:.1f} |" for mode, r in rows),
-        "",
+        "", *skipped, "",
     ]
     print("\n".join(table))
     if args.out:

@@ -3,6 +3,7 @@ stops every service cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, "scripts/run_mesh.py"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # A group of its own, so a failing test can take the services down with it.
+        start_new_session=True,
     )
     try:
         lines = []
@@ -51,5 +54,5 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=20) == 0
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meshkit.errors import FailedPrecondition, InvalidArgument
+from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
 from services.rag_engine.filters import Filter
 from services.rag_engine.fusion import reciprocal_rank_fusion
 from services.rag_engine.indexes import KeywordIndex, VectorIndex
+from services.rag_engine.metrics import record_retrieval
 from services.rag_engine.rerank import Reranker
+
+log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
 MAX_CHUNKS_PER_CALL = 2_000
 MAX_CHUNK_CHARS = 60_000
+# The same model embeds the same text to within rounding; another model's
+# vector for it lies far off (MiniLM against multilingual-e5: under 0.1).
+SAME_MODEL_SIMILARITY = 0.98
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,28 @@ class RagEngine:
             await self.vectors.upsert(chunks, embeddings)
             await self.keywords.upsert(chunks)
         return len(chunks), await self.vectors.count(tenant_id, kb_id, document_id)
+
+    async def check_stored_vectors(self) -> None:
+        """Refuses to serve an index built by another embedding model: its
+        vectors would still be searched, and answer with noise, not errors.
+        One stored chunk is embedded again and must land where it was."""
+        record = await self.vectors.any_record()
+        if record is None:
+            return
+        chunk, stored = record
+        try:
+            fresh = (await self.embedder.embed_documents([_passage(chunk)]))[0]
+        except Unavailable as error:
+            # An embedding endpoint that is down must not keep the index from serving BM25.
+            log.warning("could not check the stored vectors against the embedding model: %s", error)
+            return
+        similarity = sum(a * b for a, b in zip(stored, fresh))
+        if similarity < SAME_MODEL_SIMILARITY:
+            raise FailedPrecondition(
+                f"the vector index was built by another embedding model than {self.embedder.name!r} "
+                f"(a stored chunk embeds again at cosine {similarity:.2f}): use the model that built it, "
+                "or a new collection (SAGEMESH_MILVUS_COLLECTION) and index the documents again"
+            )
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
         deleted = await self.vectors.delete_document(tenant_id, kb_id, document_id)
@@ -148,6 +177,7 @@ class RagEngine:
             results = await self._rerank(query, results)
             timings.rerank_ms = _elapsed_ms(rerank_started)
         timings.total_ms = _elapsed_ms(started)
+        record_retrieval(timings)
         return results[:top_k], timings
 
     async def _rerank(self, query: str, candidates: list[RankedChunk]) -> list[RankedChunk]:

@@ -31,6 +31,9 @@ class VectorIndex(Protocol):
 
     async def count(self, tenant_id: str, kb_id: str, document_id: str) -> int: ...
 
+    async def any_record(self) -> tuple[Chunk, list[float]] | None:
+        """Some stored chunk with its vector, or None when the index is empty."""
+
     async def close(self) -> None: ...
 
 

@@ -29,7 +29,8 @@ def keyword_index(settings: RagEngineSettings) -> KeywordIndex:
 async def build(settings: RagEngineSettings) -> server.ServiceApp:
     embedder = load_embedder(settings)
     reranker = load_reranker(settings)
-    vectors = MilvusVectorIndex(settings.vector_uri, embedder.dimension, settings.milvus_token)
+    vectors = MilvusVectorIndex(settings.vector_uri, embedder.dimension, settings.milvus_token,
+                                collection=settings.milvus_collection)
     keywords = keyword_index(settings)
     engine = RagEngine(
         embedder, vectors, keywords,
@@ -40,6 +41,13 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
         reranker,
     )
     closers = [keywords.close, vectors.close, embedder.close] + ([reranker.close] if reranker else [])
+    try:
+        if settings.check_stored_vectors:
+            await engine.check_stored_vectors()
+    except Exception:
+        for close in closers:
+            await close()
+        raise
     return server.ServiceApp(
         info=SERVICES["rag_engine"],
         register=partial(rag_engine_pb2_grpc.add_RagEngineServiceServicer_to_server, RagEngineServicer(engine)),

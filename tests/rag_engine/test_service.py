@@ -10,15 +10,18 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from prometheus_client import REGISTRY
 
 from meshkit.channels import create_channel
 from meshkit.server import MeshServer
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
+from meshkit.errors import FailedPrecondition
 from services.identity.domain import Role, User
 from services.identity.tokens import AccessTokenIssuer, load_signing_key
 from services.rag_engine.server import build
 from services.rag_engine.settings import RagEngineSettings
+from tests.conftest import free_port
 from tests.rag_engine.toy_cross_encoder import write_model_dir
 
 DOCS = {
@@ -97,6 +100,19 @@ async def test_retrieve_finds_the_fact_with_ranks_and_timings(rag):
     timings = response.timings
     assert timings.embed_ms > 0 and timings.vector_ms > 0 and timings.bm25_ms > 0
     assert timings.total_ms >= max(timings.embed_ms, timings.bm25_ms)
+
+
+def stage_count(stage: str) -> float:
+    return REGISTRY.get_sample_value("sagemesh_rag_retrieval_stage_seconds_count", {"stage": stage}) or 0.0
+
+
+async def test_stage_timings_are_recorded_as_metrics(rag):
+    before = {stage: stage_count(stage) for stage in ("embed", "vector", "bm25", "fuse", "rerank", "total")}
+    await rag.retrieve("acme", "cats", top_k=3)
+    await rag.retrieve("acme", "Lisbon", top_k=3, weights=pb.FusionWeights(vector=0, bm25=1))
+    moved = {stage: stage_count(stage) - count for stage, count in before.items()}
+    # The BM25-only call never embedded or searched vectors; nothing reranked.
+    assert moved == {"embed": 1, "vector": 1, "bm25": 2, "fuse": 2, "rerank": 0, "total": 2}
 
 
 async def test_chinese_query_finds_the_chinese_passage(rag):
@@ -232,3 +248,26 @@ async def test_a_cross_encoder_reorders_the_fused_candidates(tmp_path):
     # First-stage ranks survive reranking, so a caller sees how each result got there.
     assert all(r.bm25_rank or r.vector_rank for r in reranked.results)
     assert reranked.timings.rerank_ms > 0
+
+
+async def test_an_index_built_by_another_embedding_model_is_refused_at_start(tmp_path):
+    async with serving(tmp_path) as first:
+        await first.index("acme", "kb", "d1", DOCS["d-pets"])
+    # Same dimension (384), other model: its searches would return noise.
+    with pytest.raises(FailedPrecondition, match="another embedding model"):
+        await build(RagEngineSettings(_env_file=None, data_dir=tmp_path, embedding_model="multilingual-e5-small"))
+    async with serving(tmp_path) as again:
+        assert ids(await again.retrieve("acme", "How long do cats sleep?", top_k=1)) == ["p1"]
+
+
+async def test_an_embedding_endpoint_that_is_down_does_not_keep_the_index_from_starting(tmp_path):
+    async with serving(tmp_path) as first:
+        await first.index("acme", "kb", "d1", DOCS["d-pets"])
+    endpoint = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    async with serving(tmp_path, embedding_model="openai", embedding_url=endpoint, embedding_api_model="e5",
+                       embedding_dimension=384, embedding_timeout_seconds=2) as degraded:
+        bm25_only = await degraded.retrieve("acme", "cats sleep", top_k=1, weights=pb.FusionWeights(vector=0, bm25=1))
+        assert ids(bm25_only) == ["p1"]
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await degraded.retrieve("acme", "cats sleep", top_k=1)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
