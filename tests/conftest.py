@@ -9,14 +9,16 @@ server is down: a suite that silently skips its real backend proves nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import pytest
+import uvicorn
 from sqlalchemy.engine import make_url
 
 pytest_plugins = ["tests.fixtures.identity"]
@@ -30,6 +32,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving_asgi(app) -> AsyncIterator[str]:
+    """A stand-in HTTP server (an ASGI app under uvicorn) on a free port, in
+    this event loop; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=1)
+    served = uvicorn.Server(config)
+    task = asyncio.create_task(served.serve())
+    while not served.started:
+        assert not task.done(), "the stand-in HTTP server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        served.should_exit = True
+        await task
 
 
 async def _admin_execute(statement: str) -> None:

@@ -4,17 +4,13 @@ Azure OpenAI, vLLM, TEI, Ollama, LiteLLM...)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 
 import httpx
 import numpy as np
 
-from meshkit.errors import Unavailable
 from services.rag_engine.embedding import normalised
-
-log = logging.getLogger(__name__)
-
+from services.rag_engine.model_http import post_json
 
 class EmbeddingResponseError(RuntimeError):
     """The endpoint answered something unusable. Not a ServiceError: the
@@ -41,22 +37,14 @@ class OpenAIEmbedder:
         self._client = httpx.AsyncClient(headers=headers, timeout=timeout_seconds)
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
-        try:
-            response = await self._client.post(self.url, json={"model": self.model, "input": texts})
-        except httpx.TransportError as error:
-            log.warning("embedding endpoint %s unreachable: %r", self.url, error)
-            raise Unavailable("the embedding service is unavailable") from error
-        if response.status_code >= 500 or response.status_code == 429:
-            log.warning("embedding endpoint %s answered %s: %.500s", self.url, response.status_code, response.text)
-            raise Unavailable("the embedding service is unavailable")
-        if response.status_code != 200:
-            raise EmbeddingResponseError(f"{self.url} answered {response.status_code}: {response.text[:500]}")
+        body = await post_json(self._client, self.url, {"model": self.model, "input": texts}, "embedding service",
+                               EmbeddingResponseError)
         try:
             # Items carry their index; the order of the list is not promised.
-            items = sorted(response.json()["data"], key=lambda item: item["index"])
+            items = sorted(body["data"], key=lambda item: item["index"])
             vectors = np.array([item["embedding"] for item in items], dtype=np.float32)
         except (ValueError, KeyError, TypeError) as error:
-            raise EmbeddingResponseError(f"{self.url} answered an unreadable body: {response.text[:500]}") from error
+            raise EmbeddingResponseError(f"{self.url} answered an unreadable body: {str(body)[:500]}") from error
         if vectors.shape != (len(texts), self.dimension):
             raise EmbeddingResponseError(
                 f"{self.url} returned vectors of shape {vectors.shape}, expected {(len(texts), self.dimension)}"

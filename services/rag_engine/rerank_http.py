@@ -5,16 +5,13 @@ is accepted whichever API was asked."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
 
-from meshkit.errors import Unavailable
-
-log = logging.getLogger(__name__)
+from services.rag_engine.model_http import post_json
 
 _PATHS = {"tei": "/rerank", "cohere": "/v1/rerank"}
 
@@ -66,24 +63,11 @@ class HttpReranker:
             payload = {"query": query, "documents": texts, "top_n": len(texts)}
             if self.model:
                 payload["model"] = self.model
+        body = await post_json(self._client, self.url, payload, "reranker", RerankResponseError)
         try:
-            response = await self._client.post(self.url, json=payload)
-        except httpx.TransportError as error:  # includes timeouts
-            log.warning("reranker %s unreachable: %r", self.url, error)
-            raise Unavailable("the reranker is unavailable") from error
-        if response.status_code >= 500 or response.status_code == 429:
-            log.warning("reranker %s answered %s: %.500s", self.url, response.status_code, response.text)
-            raise Unavailable("the reranker is unavailable")
-        if response.status_code != 200:
-            raise RerankResponseError(
-                f"reranker {self.url} answered {response.status_code}: {response.text[:500]}"
-            )
-        try:
-            return _scores(response.json(), len(texts))
+            return _scores(body, len(texts))
         except (ValueError, TypeError, KeyError) as error:
-            raise RerankResponseError(
-                f"reranker {self.url} answered malformed JSON ({error}): {response.text[:500]}"
-            ) from error
+            raise RerankResponseError(f"reranker {self.url} answered malformed JSON ({error}): {str(body)[:500]}") from error
 
     async def close(self) -> None:
         await self._client.aclose()

