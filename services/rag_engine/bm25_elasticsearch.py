@@ -94,18 +94,16 @@ class ElasticsearchKeywordIndex:
             await async_bulk(self.client, actions, refresh="wait_for")
 
     async def search(
-        self, query: str, scope: Scope, limit: int, restrict_to: set[str] | None = None
+        self, query: str, scope: Scope, limit: int
     ) -> list[tuple[str, float]]:
         words = analysis.terms(query)
-        if not words or restrict_to is not None and not restrict_to:
+        if not words:
             return []
         await self.ensure_index()
         # Filter context: these restrict the hits and add nothing to the BM25 score.
         filters: list[dict] = [{"term": {"tenant_id": scope.tenant_id}}]
         if scope.kb_ids:
             filters.append({"terms": {"kb_id": list(scope.kb_ids)}})
-        if restrict_to is not None:
-            filters.append({"terms": {"chunk_id": sorted(restrict_to)}})
         with _reachable():
             response = await self.client.search(
                 index=self.index_name,

@@ -64,9 +64,9 @@ class TantivyKeywordIndex:
         if chunks:
             await self._run(write)
 
-    async def search(self, query: str, scope: Scope, limit: int, restrict_to: set[str] | None = None):
+    async def search(self, query: str, scope: Scope, limit: int):
         words = analysis.terms(query)
-        if not words or restrict_to is not None and not restrict_to:
+        if not words:
             return []
 
         def run() -> list[tuple[str, float]]:
@@ -74,8 +74,6 @@ class TantivyKeywordIndex:
             clauses.append(self._filter("tenant_id", [scope.tenant_id]))
             if scope.kb_ids:
                 clauses.append(self._filter("kb_id", list(scope.kb_ids)))
-            if restrict_to is not None:
-                clauses.append(self._filter("chunk_id", sorted(restrict_to)))
             searcher = self.index.searcher()
             hits = searcher.search(Q.boolean_query(clauses), limit).hits
             return [(searcher.doc(address)["chunk_id"][0], float(score)) for score, address in hits]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
-from services.rag_engine.filters import Filter
+from services.rag_engine.filters import Filter, post_filtered
 from services.rag_engine.fusion import reciprocal_rank_fusion
 from services.rag_engine.indexes import KeywordIndex, VectorIndex
 from services.rag_engine.metrics import record_retrieval
@@ -23,6 +23,8 @@ MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
 MAX_CHUNKS_PER_CALL = 2_000
 MAX_CHUNK_CHARS = 60_000
+# BM25 hits looked at, at most, to find enough that pass a metadata filter.
+MAX_FILTERED_CANDIDATES = 10_000
 # The same model embeds the same text to within rounding; another model's
 # vector for it lies far off (MiniLM against multilingual-e5: under 0.1).
 SAME_MODEL_SIMILARITY = 0.98
@@ -153,10 +155,14 @@ class RagEngine:
             if not weights[1]:
                 return []
             search_started = time.perf_counter()
-            # Metadata filters are resolved exactly by the vector index, and
-            # BM25 is confined to what passes them.
-            allowed = await self.vectors.matching_ids(scope, filters) if filters else None
-            hits = await self.keywords.search(query, scope, limit, allowed)
+            if filters:
+                # The best BM25 hits whose records pass the filters.
+                hits = await post_filtered(
+                    lambda fetch: self.keywords.search(query, scope, fetch),
+                    lambda ids: self.vectors.passing(scope.tenant_id, ids, filters), limit, MAX_FILTERED_CANDIDATES,
+                )
+            else:
+                hits = await self.keywords.search(query, scope, limit)
             timings.bm25_ms = _elapsed_ms(search_started)
             return [chunk_id for chunk_id, _ in hits]
 

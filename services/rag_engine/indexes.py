@@ -20,8 +20,8 @@ class VectorIndex(Protocol):
     ) -> list[tuple[str, float]]:
         """(chunk_id, similarity), best first."""
 
-    async def matching_ids(self, scope: Scope, filters: Sequence[Filter]) -> set[str]:
-        """Every chunk id in scope that passes the filters."""
+    async def passing(self, tenant_id: str, chunk_ids: Sequence[str], filters: Sequence[Filter]) -> set[str]:
+        """Those of the tenant's chunk ids whose metadata passes every filter."""
 
     async def fetch(self, tenant_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
 
@@ -43,9 +43,10 @@ class KeywordIndex(Protocol):
     async def upsert(self, chunks: Sequence[Chunk]) -> None: ...
 
     async def search(
-        self, query: str, scope: Scope, limit: int, restrict_to: set[str] | None = None
+        self, query: str, scope: Scope, limit: int
     ) -> list[tuple[str, float]]:
-        """(chunk_id, BM25 score), best first; only ids in restrict_to when given."""
+        """(chunk_id, BM25 score), best first. Metadata filters are the vector
+        index's: it holds the chunk records."""
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.rag_engine.analysis import terms
-from services.rag_engine.filters import AnyOf, Equals, Range, milvus_expression, typed
+from services.rag_engine.filters import AnyOf, Equals, Range, milvus_expression, post_filtered, typed
 from services.rag_engine.fusion import normalise, reciprocal_rank_fusion
 
 
@@ -70,3 +70,37 @@ def test_milvus_expression_quotes_values_and_keys():
         '(metadata["lang"] == "en\\" or 1==1") and (metadata["year"] == 2022 or metadata["year"] == 2023) '
         'and (metadata["score"] >= 1.5) and (metadata["score"] < 3.0)'
     )
+
+
+async def test_post_filtering_widens_until_enough_hits_pass():
+    ranked = [(f"c{i}", 1.0 - i / 1000) for i in range(1000)]
+    fetches, checked = [], []
+
+    async def search(fetch):
+        fetches.append(fetch)
+        return ranked[:fetch]
+
+    async def passing(ids):
+        checked.extend(ids)
+        return {chunk_id for chunk_id in ids if int(chunk_id[1:]) % 50 == 0}  # 1 in 50 passes
+
+    hits = await post_filtered(search, passing, wanted=5, most=10_000)
+    assert [chunk_id for chunk_id, _ in hits] == ["c0", "c50", "c100", "c150", "c200"]
+    assert fetches == [20, 80, 320]
+    assert len(checked) == len(set(checked)) == 320  # each hit is checked once
+
+
+async def test_post_filtering_stops_at_its_limit_or_when_the_index_runs_out():
+    ranked = [(f"c{i}", 1.0) for i in range(30)]
+
+    async def search(fetch):
+        return ranked[:fetch]
+
+    async def nothing_passes(ids):
+        return set()
+
+    async def odd_ones(ids):
+        return {chunk_id for chunk_id in ids if int(chunk_id[1:]) % 2}
+
+    assert await post_filtered(search, nothing_passes, wanted=10, most=10_000) == []
+    assert len(await post_filtered(search, odd_ones, wanted=10, most=12)) == 6
