@@ -2,7 +2,8 @@
 100k chunks, over gRPC to rag_engine in its own process.
 
     .venv/bin/python -m bench.retrieval_speed [--sizes 10000,100000] [--queries 300]
-        [--rerank-queries 60] [--filter-queries 20] [--embed-all] [--out bench/results/retrieval_speed.md]
+        [--rerank-queries 60] [--filter-queries 100] [--embed-all] [--milvus-server]
+        [--out bench/results/retrieval_speed.md]
 
 The 10k corpus goes in through IndexChunks with the configured embedding
 model, which gives indexing throughput in chunks per second. Embedding 100k
@@ -15,6 +16,10 @@ every corpus through IndexChunks instead.
 Latency is measured one request at a time (p50/p99) for hybrid retrieval of
 the top 10 without rerank, and with a cross-encoder of ms-marco-MiniLM-L-6's
 size reranking the top 20 (bench/latency_cross_encoder.py).
+
+Vectors go to Milvus Lite unless --milvus-server starts a real Milvus
+standalone server here (scripts/milvus_standalone.py) for the run; BM25 goes
+to tantivy.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -39,9 +45,10 @@ from pymilvus import MilvusClient
 from bench import latency_cross_encoder
 from bench.rag_harness import ROOT, RagClient, rag_engine
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
+from scripts.milvus_standalone import milvus_standalone
 from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
 from services.rag_engine.domain import Chunk
-from services.rag_engine.vector_milvus import COLLECTION, MilvusVectorIndex
+from services.rag_engine.vector_milvus import MilvusVectorIndex
 
 TENANT = "bench"
 KBS = [f"kb-{i}" for i in range(4)]
@@ -98,27 +105,28 @@ async def index_through_service(client: RagClient, chunks: list[Chunk], in_fligh
     return time.perf_counter() - started
 
 
-def stored_vectors(milvus_file: Path) -> tuple[list[str], np.ndarray]:
-    client = MilvusClient(str(milvus_file))
-    client.load_collection(COLLECTION)
-    iterator = client.query_iterator(COLLECTION, batch_size=4096, output_fields=["chunk_id", "embedding"])
+def stored_vectors(uri: str, collection: str) -> tuple[list[str], np.ndarray]:
+    client = MilvusClient(uri)
+    client.load_collection(collection)
+    iterator = client.query_iterator(collection, batch_size=4096, output_fields=["chunk_id", "embedding"])
     ids, vectors = [], []
     while batch := iterator.next():
         ids += [row["chunk_id"] for row in batch]
         vectors += [row["embedding"] for row in batch]
     iterator.close()
     client.close()
-    server_manager_instance.release_server(str(milvus_file))  # unlocks the file for the next server
+    if "://" not in uri:
+        server_manager_instance.release_server(uri)  # unlocks the file for the next process
     return ids, np.array(vectors, dtype=np.float32)
 
 
-async def write_directly(data_dir: Path, corpus: Corpus, base: dict[str, Chunk], vectors: dict[str, np.ndarray],
-                         size: int) -> None:
+async def write_directly(data_dir: Path, milvus_uri: str, collection: str, corpus: Corpus, base: dict[str, Chunk],
+                         vectors: dict[str, np.ndarray], size: int) -> None:
     """`size` chunks derived from the embedded base corpus, into the indexes."""
     rng = np.random.default_rng(11)
     bases = list(base)
     dimension = len(next(iter(vectors.values())))
-    milvus = MilvusVectorIndex(str(data_dir / "rag_engine" / "milvus.db"), dimension)
+    milvus = MilvusVectorIndex(milvus_uri, dimension, collection=collection)
     bm25 = TantivyKeywordIndex(data_dir / "rag_engine" / "bm25")
     for start in range(0, size, 5_000):
         batch, batch_vectors = [], []
@@ -164,7 +172,7 @@ async def measure(client: RagClient, corpus: Corpus, queries: int, request: dict
 
 
 async def run(sizes: list[int], queries: int, rerank_queries: int, filter_queries: int,
-              embed_all: bool) -> list[str]:
+              embed_all: bool, milvus_server: bool) -> list[str]:
     reranker_dir = latency_cross_encoder.build(ROOT / "models" / "latency-cross-encoder")
     settings = {"reranker": "cross-encoder", "reranker_model_dir": str(reranker_dir), "rerank_candidates": "20",
                 # The larger corpora's vectors are perturbed on purpose: no text embeds to them.
@@ -173,13 +181,18 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
     base_size = min(sizes)
     base = {c.chunk_id: c for c in corpus.chunks(base_size)}
     rows, notes = [], []
-    with tempfile.TemporaryDirectory(prefix="rag-speed-") as scratch:
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-speed-")))
+        server_url = stack.enter_context(milvus_standalone(scratch / "milvus")) if milvus_server else None
         base_vectors: dict[str, np.ndarray] = {}
         for size in sizes:
-            data_dir = Path(scratch) / str(size)
+            data_dir = scratch / str(size)
+            collection = f"speed_{size}"
+            milvus_uri = server_url or str(data_dir / "rag_engine" / "milvus.db")
+            settings.update(milvus_uri=milvus_uri, milvus_collection=collection)
             through_service = size == base_size or embed_all
             if not through_service:
-                await write_directly(data_dir, corpus, base, base_vectors, size)
+                await write_directly(data_dir, milvus_uri, collection, corpus, base, base_vectors, size)
             async with rag_engine(data_dir, **settings) as client:
                 if through_service:
                     chunks = list(base.values()) if size == base_size else corpus.chunks(size)
@@ -194,10 +207,10 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
                     rows.append((size, name, result))
                     print(size, name, {k: round(v, 1) for k, v in result.items()}, flush=True)
             if size == base_size and not embed_all:
-                ids, vectors = stored_vectors(data_dir / "rag_engine" / "milvus.db")
+                ids, vectors = stored_vectors(milvus_uri, collection)
                 base_vectors = dict(zip(ids, vectors))
     settings_text = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SAGEMESH_"))
-    vectors = "a Milvus server" if "SAGEMESH_MILVUS_URI" in os.environ else "Milvus Lite"
+    vectors = "a Milvus 2.3.5 standalone server" if milvus_server else "Milvus Lite"
     keywords = "Elasticsearch" if "SAGEMESH_ELASTICSEARCH_URL" in os.environ else "tantivy"
     return [
         f"# Retrieval speed ({date.today().isoformat()})", "",
@@ -221,13 +234,13 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=300)
     # A CPU cross-encoder takes seconds per query here: fewer samples.
     parser.add_argument("--rerank-queries", type=int, default=60)
-    # Metadata filters take seconds on Milvus Lite (see the README): fewer samples.
-    parser.add_argument("--filter-queries", type=int, default=20)
+    parser.add_argument("--filter-queries", type=int, default=100)
     parser.add_argument("--embed-all", action="store_true")
+    parser.add_argument("--milvus-server", action="store_true", help="vectors in a Milvus server started here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     table = asyncio.run(run(sorted(int(s) for s in args.sizes.split(",")), args.queries, args.rerank_queries,
-                            args.filter_queries, args.embed_all))
+                            args.filter_queries, args.embed_all, args.milvus_server))
     print("\n".join(table))
     if args.out:
         args.out.write_text("\n".join(table))

@@ -21,9 +21,13 @@ COLLECTION = "sagemesh_chunks"
 MAX_TEXT = 65_535
 MAX_TITLE = 1000
 MAX_HEADINGS = 64
-# A server's Bounded default may hide what was written in the last seconds: every
-# read here must see every write before it, as on Lite.
+# A server's Bounded default may hide what was written in the last seconds.
+# Bookkeeping reads (counts after a write) must see every write before them,
+# whoever made it: Strong. Strong makes a server wait for its next time tick,
+# about 200 ms, so the reads that serve Retrieve are Session: they see every
+# write this process made, and other replicas' writes within a tick.
 CONSISTENCY = "Strong"
+SERVING_CONSISTENCY = "Session"
 # Milvus caps a search's top k.
 MAX_TOP_K = 16_384
 # Milvus Lite answers every read by first copying its unflushed rows into Python
@@ -176,7 +180,7 @@ class MilvusVectorIndex:
         hits = await self._run(
             self.client.search, self.collection, data=[list(vector)], limit=limit, filter=expression,
             output_fields=["chunk_id"], search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit)}},
-            consistency_level=CONSISTENCY,
+            consistency_level=SERVING_CONSISTENCY,
         )
         return [(hit["entity"]["chunk_id"], float(hit["distance"])) for hit in hits[0]]
 
@@ -185,7 +189,7 @@ class MilvusVectorIndex:
             return set()
         rows = await self._run(
             self.client.get, self.collection, ids=[f"{tenant_id}:{c}" for c in chunk_ids],
-            output_fields=["chunk_id", "metadata"], consistency_level=CONSISTENCY,
+            output_fields=["chunk_id", "metadata"], consistency_level=SERVING_CONSISTENCY,
         )
         return {row["chunk_id"] for row in rows if matches_all(filters, row["metadata"] or {})}
 
@@ -194,7 +198,7 @@ class MilvusVectorIndex:
             return {}
         rows = await self._run(
             self.client.get, self.collection, ids=[f"{tenant_id}:{c}" for c in chunk_ids],
-            output_fields=OUTPUT_FIELDS, consistency_level=CONSISTENCY,
+            output_fields=OUTPUT_FIELDS, consistency_level=SERVING_CONSISTENCY,
         )
         return {row["chunk_id"]: _chunk(row) for row in rows}
 
