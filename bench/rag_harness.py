@@ -1,5 +1,5 @@
-"""rag_engine as the benchmarks meet it: its own process, called over gRPC
-with a signed access token, as the conversation service would call it."""
+"""Services as the benchmarks meet them: each in its own process, called over
+gRPC with a signed access token, as other services and users would call them."""
 
 from __future__ import annotations
 
@@ -31,36 +31,39 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def auth_metadata(issuer: AccessTokenIssuer, tenant: str) -> list[tuple[str, str]]:
+    user = User(f"bench-{tenant}", tenant, tenant, f"{tenant}@example.com", tenant, Role.MEMBER,
+                datetime.now(timezone.utc))
+    return [("authorization", f"Bearer {issuer.issue(user, 'bench', time.time())}")]
+
+
 class RagClient:
     def __init__(self, stub: rag_engine_pb2_grpc.RagEngineServiceStub, issuer: AccessTokenIssuer) -> None:
         self.stub = stub
         self._issuer = issuer
 
     def metadata_for(self, tenant: str) -> list[tuple[str, str]]:
-        user = User(f"bench-{tenant}", tenant, tenant, f"{tenant}@example.com", tenant, Role.MEMBER,
-                    datetime.now(timezone.utc))
-        return [("authorization", f"Bearer {self._issuer.issue(user, 'bench', time.time())}")]
+        return auth_metadata(self._issuer, tenant)
 
 
 @asynccontextmanager
-async def rag_engine(data_dir: Path, **settings: str):
-    """Starts `python -m services.rag_engine.server` with SAGEMESH_<name>
-    settings and yields a client once it reports SERVING."""
+async def service(name: str, data_dir: Path, **settings: str):
+    """Starts `python -m services.<name>.server` with SAGEMESH_<name>
+    settings and yields (channel, address) once it reports SERVING."""
     port = free_port()
     env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_LISTEN_PORT": str(port),
            "SAGEMESH_LOG_LEVEL": "WARNING"}
-    env.update({f"SAGEMESH_{name.upper()}": value for name, value in settings.items()})
+    env.update({f"SAGEMESH_{key.upper()}": value for key, value in settings.items()})
     client_settings = MeshSettings(_env_file=None, data_dir=data_dir, default_deadline_seconds=600)
-    kid, key = load_signing_key(client_settings.keys_dir, None)
-    issuer = AccessTokenIssuer(kid, key, client_settings.jwt_issuer, client_settings.jwt_audience, 24 * 3600)
-    process = subprocess.Popen([sys.executable, "-m", "services.rag_engine.server"], cwd=ROOT, env=env)
-    channel = create_channel(f"127.0.0.1:{port}", client_settings)
+    process = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT, env=env)
+    address = f"127.0.0.1:{port}"
+    channel = create_channel(address, client_settings)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"rag_engine exited with {process.returncode}")
+                raise RuntimeError(f"{name} exited with {process.returncode}")
             try:
                 reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -68,10 +71,25 @@ async def rag_engine(data_dir: Path, **settings: str):
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("rag_engine did not become ready in 120 s")
+                raise RuntimeError(f"{name} did not become ready in 120 s")
             await asyncio.sleep(0.2)
-        yield RagClient(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer)
+        yield channel, address
     finally:
         await channel.close()
         process.terminate()
         process.wait(timeout=60)
+
+
+def token_issuer(data_dir: Path) -> AccessTokenIssuer:
+    """Signs tokens with the key every service started on `data_dir` trusts."""
+    settings = MeshSettings(_env_file=None, data_dir=data_dir)
+    kid, key = load_signing_key(settings.keys_dir, None)
+    return AccessTokenIssuer(kid, key, settings.jwt_issuer, settings.jwt_audience, 24 * 3600)
+
+
+@asynccontextmanager
+async def rag_engine(data_dir: Path, **settings: str):
+    """rag_engine in its own process; yields a client once it is SERVING."""
+    issuer = token_issuer(data_dir)
+    async with service("rag_engine", data_dir, **settings) as (channel, _):
+        yield RagClient(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer)

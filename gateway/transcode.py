@@ -4,13 +4,15 @@ Fields come from three places, as in grpc-gateway: path variables, the body
 (the whole request for body "*", one field for body "<field>"), and query
 parameters for every field bound by neither. Query parameter names may use
 proto or JSON names and dotted paths; repeated fields take repeated
-parameters; unknown parameters are ignored.
+parameters; a map entry is `field[key]=value`; unknown parameters are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -30,6 +32,17 @@ _STRING_LIKE_MESSAGES = {
       ("String", "Bytes", "Bool", "Int32", "Int64", "UInt32", "UInt64", "Float", "Double")),
 }
 _TRUE, _FALSE = {"true", "1", "t", "yes"}, {"false", "0", "f", "no"}
+# Dots outside brackets: a map key may hold dots of its own.
+_PATH_DOTS = re.compile(r"\.(?![^\[]*\])")
+_MAP_ENTRY = re.compile(r"^(?P<field>[^\[\]]+)\[(?P<key>[^\[\]]+)\]$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One part of a field path; `key` is set for an entry of a map field."""
+
+    field: FieldDescriptor
+    key: str | None = None
 
 
 def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
@@ -38,17 +51,27 @@ def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
     )
 
 
-def resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor] | None:
-    fields = []
-    for part in path.split("."):
-        if descriptor is None:
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def resolve(descriptor: Descriptor, path: str) -> list[Step] | None:
+    """The fields a path names, or None if it names none. A map entry may only
+    end a path, and its value must be a scalar."""
+    steps: list[Step] = []
+    for part in _PATH_DOTS.split(path):
+        if descriptor is None or (steps and steps[-1].key is not None):
             return None
-        field = _field(descriptor, part)
-        if field is None:
+        entry = _MAP_ENTRY.match(part)
+        field = _field(descriptor, entry["field"] if entry else part)
+        if field is None or bool(entry) != _is_map(field):
             return None
-        fields.append(field)
+        steps.append(Step(field, entry["key"] if entry else None))
         descriptor = field.message_type
-    return fields
+    last = steps[-1]
+    if last.key is not None and last.field.message_type.fields_by_name["value"].message_type is not None:
+        return None
+    return steps
 
 
 def _scalar(field: FieldDescriptor, text: str):
@@ -65,12 +88,17 @@ def _scalar(field: FieldDescriptor, text: str):
     return text
 
 
-def _set_path(target: dict, fields: list[FieldDescriptor], value: str) -> None:
-    for field in fields[:-1]:
-        target = target.setdefault(field.name, {})
+def _set_path(target: dict, steps: list[Step], value: str) -> None:
+    for step in steps[:-1]:
+        target = target.setdefault(step.field.name, {})
         if not isinstance(target, dict):
             return
-    leaf = fields[-1]
+    leaf = steps[-1].field
+    if steps[-1].key is not None:
+        entries = target.setdefault(leaf.name, {})
+        if isinstance(entries, dict):
+            entries[steps[-1].key] = _scalar(leaf.message_type.fields_by_name["value"], value)
+        return
     if leaf.type == FieldDescriptor.TYPE_MESSAGE and leaf.message_type.full_name not in _STRING_LIKE_MESSAGES:
         return  # a whole message cannot come from one string
     converted = _scalar(leaf, value)
@@ -129,7 +157,7 @@ def build_request(
         taken = {path.split(".")[0] for path in path_variables} | {body_field}
         for name, value in query:
             fields = resolve(descriptor, name)
-            if fields is None or fields[0].name in taken:
+            if fields is None or fields[0].field.name in taken:
                 continue
             _set_path(bound, fields, value)
     if bound:

@@ -63,6 +63,8 @@ def channel_options(settings: MeshSettings, config: str) -> list[tuple[str, obje
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", min(1000, int(settings.reconnect_max_backoff_seconds * 1000))),
+        ("grpc.max_reconnect_backoff_ms", int(settings.reconnect_max_backoff_seconds * 1000)),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
     ]

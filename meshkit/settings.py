@@ -54,6 +54,9 @@ class MeshSettings(BaseSettings):
     retry_max_attempts: int = 4
     retry_initial_backoff_seconds: float = 0.1
     retry_max_backoff_seconds: float = 2.0
+    # gRPC waits up to 120 s between reconnects by default: a peer that is back
+    # after a restart would go unused for up to two minutes.
+    reconnect_max_backoff_seconds: float = 5.0
     # round_robin spreads calls over every address a headless Service resolves to.
     load_balancing_policy: Literal["pick_first", "round_robin"] = "pick_first"
 

@@ -21,6 +21,10 @@ ECHO_CASES = [
         "GET", "/v1/echo/abc", {"nested.label": "L", "nested.count": "3"}, None,
         {"nested": {"label": "L", "count": 3}}, id="query-dotted-path",
     ),
+    pytest.param(
+        "GET", "/v1/echo/abc", {"labels[env]": "prod", "labels[team.name]": "ops", "tags[0]": "not-a-map"}, None,
+        {"labels": {"env": "prod", "team.name": "ops"}}, id="query-map-entries",
+    ),
     pytest.param("GET", "/v1/echo/abc", {"sortOrder": "2"}, None, {"sortOrder": 2}, id="query-json-name"),
     pytest.param("GET", "/v1/echo/abc", {"sort_order": "3"}, None, {"sortOrder": 3}, id="query-proto-name"),
     pytest.param("GET", "/v1/echo/abc", {"nope": "1", "nested.nope": "2"}, None, {"id": "abc"}, id="query-unknown-ignored"),

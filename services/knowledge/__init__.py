@@ -1,0 +1,1 @@
+"""The knowledge service: knowledge bases, documents and their ingestion."""

@@ -1,0 +1,221 @@
+"""The ingestion worker: takes queued documents from the database and runs
+each through parse, chunk and index, recording every step.
+
+The queue is the documents table itself, so nothing queued is lost with a
+process. A worker leases each document it runs and renews the lease while it
+works; a document whose worker died is taken up again when the lease runs
+out (at once when the same worker restarts). A run after a crash indexes the
+whole document again, replacing what the last run indexed, so a document's
+chunks are in the index once however many runs it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from services.knowledge.blobs import BlobStore
+from services.knowledge.chunking import ChunkingSettings, TokenCounter, chunk_document
+from services.knowledge.domain import DocumentStatus, StageTimings
+from services.knowledge.indexer import ChunkIndexer, IndexRejected, IndexUnavailable
+from services.knowledge.parsers import ParseError, UnsupportedType, parse
+from services.knowledge.status_board import StatusBoard
+from services.knowledge.store import Claim, KnowledgeStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    concurrency: int = 2
+    poll_seconds: float = 1.0
+    lease_seconds: float = 30.0
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    # Runs that end in an unexpected error (a database outage, a bug) before
+    # the document is failed; an unreachable rag_engine is retried forever.
+    max_attempts: int = 5
+
+
+class ClaimLost(Exception):
+    """The document was deleted or restarted, or another worker took it over."""
+
+
+class Failed(Exception):
+    """The document cannot be ingested as it is; the message says why."""
+
+
+def backoff_seconds(attempt: int, initial: float, cap: float) -> float:
+    """Doubling per attempt up to `cap`, jittered so that documents held up
+    together do not all come back at once."""
+    ceiling = min(cap, initial * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class IngestionWorker:
+    def __init__(self, store: KnowledgeStore, blobs: BlobStore, indexer: ChunkIndexer, counter: TokenCounter,
+                 board: StatusBoard, config: WorkerConfig) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.indexer = indexer
+        self.counter = counter
+        self.board = board
+        self.config = config
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        released = await self.store.release_leases(self.config.name)
+        if released:
+            log.info("taking back %d documents this worker left unfinished", released)
+        self._loop_task = asyncio.create_task(self._loop(), name="ingestion")
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stops taking work and abandons the runs in flight; their documents
+        run again from the start when this or another worker takes them."""
+        tasks = [t for t in (self._loop_task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.store.release_leases(self.config.name)
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self.config.concurrency - len(self._running)
+            if free > 0:
+                try:
+                    claims = await self.store.claim_due(self.config.name, free, self.config.lease_seconds)
+                except Exception:
+                    log.exception("could not take documents from the queue")
+                    claims = []
+                for claim in claims:
+                    task = asyncio.create_task(self._run(claim), name=f"ingest {claim.document.id}")
+                    self._running.add(task)
+                    task.add_done_callback(self._finished)
+                if len(claims) == free:
+                    continue  # there may be more waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _run(self, claim: Claim) -> None:
+        worker = asyncio.current_task()
+        heartbeat = asyncio.create_task(self._keep_lease(claim, worker))
+        try:
+            await self._ingest(claim)
+        except ClaimLost:
+            log.info("document %s was taken from this worker mid-run", claim.document.id)
+        except asyncio.CancelledError:
+            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
+                log.warning("lost the lease on document %s mid-run", claim.document.id)
+                return
+            raise
+        finally:
+            heartbeat.cancel()
+            self.board.changed(claim.document.id)
+
+    async def _keep_lease(self, claim: Claim, worker: asyncio.Task) -> bool:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                held = await self.store.renew_lease(claim, self.config.lease_seconds)
+            except Exception:
+                log.exception("could not renew the lease on document %s", claim.document.id)
+                continue  # the lease has a while yet to run
+            if not held:
+                worker.cancel()
+                return False
+
+    async def _stage(self, claim: Claim, status: DocumentStatus) -> None:
+        if not await self.store.set_status(claim, status):
+            raise ClaimLost
+        self.board.changed(claim.document.id)
+
+    async def _ingest(self, claim: Claim) -> None:
+        document = claim.document
+        parse_ms = chunk_ms = index_ms = 0.0
+        try:
+            await self._stage(claim, DocumentStatus.PARSING)
+            started = time.perf_counter()
+            content = await self.blobs.read(claim.blob_key)
+            try:
+                parsed = await asyncio.to_thread(parse, content, document.content_type)
+            except (ParseError, UnsupportedType) as error:
+                raise Failed(str(error)) from None
+            parse_ms = _ms_since(started)
+
+            await self._stage(claim, DocumentStatus.CHUNKING)
+            started = time.perf_counter()
+            try:
+                settings = ChunkingSettings(claim.chunk_max_tokens, claim.chunk_overlap_tokens)
+            except ValueError as error:
+                raise Failed(f"the knowledge base's chunking settings are invalid: {error}") from None
+            chunks = await asyncio.to_thread(chunk_document, parsed, settings, self.counter)
+            if not chunks:
+                raise Failed("the document has no text to index")
+            chunk_ms = _ms_since(started)
+
+            await self._stage(claim, DocumentStatus.INDEXING)
+            started = time.perf_counter()
+            try:
+                vectors = await self.indexer.index(document.tenant_id, document.kb_id, document.id, chunks,
+                                                   parsed.title or document.filename, document.metadata)
+            except IndexRejected as error:
+                raise Failed(str(error)) from None
+            index_ms = _ms_since(started)
+        except Failed as error:
+            await self._settle(claim, DocumentStatus.FAILED, error=str(error),
+                               timings=StageTimings(parse_ms, chunk_ms, index_ms))
+            return
+        except IndexUnavailable as error:
+            await self._retry(claim, f"waiting for the index: {error}")
+            return
+        except (ClaimLost, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            log.exception("ingesting document %s failed", document.id)
+            if document.attempts >= self.config.max_attempts:
+                await self._settle(claim, DocumentStatus.FAILED,
+                                   error=f"internal error after {document.attempts} attempts: {error!r}")
+            else:
+                await self._retry(claim, f"internal error, retrying: {error!r}")
+            return
+        await self._settle(claim, DocumentStatus.INDEXED, chunk_count=len(chunks), vector_count=vectors,
+                           timings=StageTimings(parse_ms, chunk_ms, index_ms))
+
+    async def _settle(self, claim: Claim, status: DocumentStatus, **outcome) -> None:
+        if await self.store.finish(claim, status, **outcome):
+            return
+        # The document went while this run indexed it: whatever the run added
+        # must go too. (A restarted document is left to its new run.)
+        document = claim.document
+        if await self.store.document(document.tenant_id, document.id) is None:
+            with contextlib.suppress(IndexUnavailable, IndexRejected):
+                await self.indexer.delete_document(document.tenant_id, document.kb_id, document.id)
+        raise ClaimLost
+
+    async def _retry(self, claim: Claim, error: str) -> None:
+        delay = backoff_seconds(claim.document.attempts, self.config.retry_initial_seconds,
+                                self.config.retry_max_seconds)
+        log.warning("document %s: %s; next attempt in %.1f s", claim.document.id, error, delay)
+        if not await self.store.retry_later(claim, error, datetime.now(timezone.utc) + timedelta(seconds=delay)):
+            raise ClaimLost

@@ -1,0 +1,56 @@
+"""The knowledge service: `python -m services.knowledge.server`."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from meshkit import db, server
+from meshkit.channels import channel_to
+from meshkit.topology import SERVICES
+from sagemesh.knowledge.v1 import knowledge_pb2_grpc
+from services.knowledge.blobs_local import LocalBlobStore
+from services.knowledge.chunking import ChunkingSettings, TokenizerCounter
+from services.knowledge.indexer_grpc import GrpcChunkIndexer
+from services.knowledge.ingestion import IngestionWorker, WorkerConfig
+from services.knowledge.library import Library, LibraryConfig
+from services.knowledge.servicer import KnowledgeServicer
+from services.knowledge.settings import KnowledgeSettings
+from services.knowledge.status_board import StatusBoard
+from services.knowledge.store_sql import SqlKnowledgeStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def build(settings: KnowledgeSettings) -> server.ServiceApp:
+    default_chunking = ChunkingSettings(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
+    counter = TokenizerCounter(settings.chunk_tokenizer)
+    engine = db.create_engine(settings.database_url_for("knowledge"))
+    await db.migrate(engine, MIGRATIONS, version_table="alembic_version_knowledge")
+    store = SqlKnowledgeStore(engine)
+    blobs = LocalBlobStore(settings.blob_root)
+    rag_engine = channel_to("rag_engine", settings)
+    indexer = GrpcChunkIndexer(rag_engine, settings.index_batch_size, settings.index_timeout_seconds)
+    board = StatusBoard()
+    worker = IngestionWorker(store, blobs, indexer, counter, board, WorkerConfig(
+        name=settings.worker_name, concurrency=settings.ingest_concurrency, poll_seconds=settings.ingest_poll_seconds,
+        lease_seconds=settings.ingest_lease_seconds, retry_initial_seconds=settings.retry_initial_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+    ))
+    library = Library(store, blobs, indexer, board,
+                      LibraryConfig(settings.max_upload_bytes, default_chunking), queued=worker.wake)
+    await worker.start()
+    return server.ServiceApp(
+        info=SERVICES["knowledge"],
+        register=partial(knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server, KnowledgeServicer(library)),
+        health_checks={"database": partial(db.ping, engine)},
+        on_shutdown=[worker.stop, rag_engine.close, engine.dispose],
+    )
+
+
+def main() -> None:
+    server.run("knowledge", build, KnowledgeSettings())
+
+
+if __name__ == "__main__":
+    main()

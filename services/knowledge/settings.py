@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from meshkit.settings import MeshSettings
+
+
+class KnowledgeSettings(MeshSettings):
+    # Uploaded files; default <data_dir>/knowledge/blobs.
+    blob_dir: Path | None = None
+    # The gateway reads the same setting: one limit for uploads however they come.
+    max_upload_bytes: int = 100 * 1024 * 1024
+    # A new knowledge base's chunking, unless it sets its own.
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 30
+    # Counts tokens for the chunk budget: the embedding model's tokenizer.
+    chunk_tokenizer: Path = Path("models/all-minilm-l6-v2/tokenizer.json")
+
+    # The ingestion worker.
+    ingest_concurrency: int = 2
+    ingest_poll_seconds: float = 1.0
+    # A worker holds a document for this long, renewing it as it works; a
+    # crashed worker's documents are taken up again once it runs out.
+    ingest_lease_seconds: float = 30.0
+    # Names this worker's leases. Stable across restarts of one pod (its
+    # hostname), so a restarted worker takes its documents back at once; it
+    # must differ between workers running at the same time.
+    worker_name: str = socket.gethostname()
+    # Waits after the rag_engine could not be reached: doubling, capped.
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    index_batch_size: int = 64
+    index_timeout_seconds: float = 120.0
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "knowledge" / "blobs"
