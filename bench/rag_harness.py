@@ -3,7 +3,6 @@ gRPC with a signed access token, as other services and users would call them."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -13,10 +12,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from meshkit.channels import create_channel
+from meshkit.health import wait_until_serving
 from meshkit.settings import MeshSettings
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.identity.domain import Role, User
@@ -59,20 +56,8 @@ async def service(name: str, data_dir: Path, **settings: str):
     address = f"127.0.0.1:{port}"
     channel = create_channel(address, client_settings)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready in 120 s")
-            await asyncio.sleep(0.2)
+        if not await wait_until_serving(channel, lambda: process.poll() is None, 120):
+            raise RuntimeError(f"{name} did not start serving ({process.poll() or 'no exit'})")
         yield channel, address
     finally:
         await channel.close()

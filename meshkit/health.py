@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from grpc_health.v1 import health, health_pb2
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +73,19 @@ class DependencyHealth:
     async def shutting_down(self) -> None:
         # Refuses further status changes and reports NOT_SERVING while draining.
         await self.servicer.enter_graceful_shutdown()
+
+
+async def wait_until_serving(channel: grpc.aio.Channel, alive: Callable[[], bool], timeout: float) -> bool:
+    """Asks the server at the channel's end for its health until it reports
+    SERVING (True), or its process is gone or `timeout` seconds pass (False)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == SERVING:
+                return True
+        except grpc.aio.AioRpcError:
+            pass  # not listening yet
+        await asyncio.sleep(0.2)
+    return False

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
+from meshkit import health
 from meshkit.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,18 +33,8 @@ def available_services() -> list[str]:
 
 async def wait_until_serving(address: str, process: asyncio.subprocess.Process) -> bool:
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(STARTUP_TIMEOUT_SECONDS * 4):
-            if process.returncode is not None:
-                return False
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.25)
-    return False
+        return await health.wait_until_serving(channel, lambda: process.returncode is None,
+                                               STARTUP_TIMEOUT_SECONDS)
 
 
 async def wait_until_ready(url: str, process: asyncio.subprocess.Process) -> bool:

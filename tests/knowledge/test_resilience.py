@@ -3,19 +3,17 @@ knowledge service is killed mid-ingestion."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.channels import create_channel
+from meshkit.health import wait_until_serving
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from tests.conftest import free_port
@@ -77,18 +75,7 @@ async def knowledge_process(data_dir: Path, keys_dir: Path, rag_engine_addr: str
     settings = knowledge_settings(data_dir, keys_dir, rag_engine_addr)
     channel = create_channel(f"127.0.0.1:{port}", settings)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"knowledge exited with {process.returncode}"
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.aio.AioRpcError:
-                pass
-            assert time.monotonic() < deadline, "knowledge did not start within 60 s"
-            await asyncio.sleep(0.1)
+        assert await wait_until_serving(channel, lambda: process.poll() is None, 60), "knowledge did not start"
         yield (KnowledgeUnderTest(knowledge_pb2_grpc.KnowledgeServiceStub(channel), tokens, settings,
                                   f"127.0.0.1:{port}"), process)
     finally:
