@@ -7,8 +7,10 @@ from functools import partial
 from meshkit import server
 from meshkit.topology import SERVICES
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
+from services.rag_engine.answering import Answerer, AnsweringConfig
 from services.rag_engine.embedding import load_embedder
 from services.rag_engine.engine import RagEngine, RetrievalConfig
+from services.rag_engine.generation import load_generator
 from services.rag_engine.indexes import KeywordIndex
 from services.rag_engine.rerank import load_reranker
 from services.rag_engine.servicer import RagEngineServicer
@@ -40,7 +42,12 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
         ),
         reranker,
     )
-    closers = [keywords.close, vectors.close, embedder.close] + ([reranker.close] if reranker else [])
+    generator = load_generator(settings)
+    answerer = Answerer(engine, generator, AnsweringConfig(
+        default_top_k=settings.answer_top_k, context_tokens=settings.answer_context_tokens,
+        history_tokens=settings.answer_history_tokens, prices=settings.generation_prices,
+    ))
+    closers = [keywords.close, vectors.close, embedder.close, generator.close] + ([reranker.close] if reranker else [])
     try:
         if settings.check_stored_vectors:
             await engine.check_stored_vectors()
@@ -50,7 +57,8 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
         raise
     return server.ServiceApp(
         info=SERVICES["rag_engine"],
-        register=partial(rag_engine_pb2_grpc.add_RagEngineServiceServicer_to_server, RagEngineServicer(engine)),
+        register=partial(rag_engine_pb2_grpc.add_RagEngineServiceServicer_to_server,
+                         RagEngineServicer(engine, answerer)),
         on_shutdown=closers,
     )
 

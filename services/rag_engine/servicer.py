@@ -9,8 +9,10 @@ from meshkit.errors import InvalidArgument
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.rag_engine import filters as f
+from services.rag_engine.answering import Answer, Answerer, QueryOptions
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.engine import RagEngine
+from services.rag_engine.generation import Turn
 
 
 def _value(value: struct_pb2.Value):
@@ -63,9 +65,57 @@ def timings_message(timings: Timings) -> pb.RetrievalTimings:
     return pb.RetrievalTimings(**vars(timings))
 
 
+_ROLES = {pb.TURN_ROLE_USER: "user", pb.TURN_ROLE_ASSISTANT: "assistant"}
+
+
+def _scope(kb_ids) -> Scope:
+    # The tenant is the caller's, whatever the request says.
+    return Scope(current_principal().tenant_id, tuple(dict.fromkeys(kb_ids)))
+
+
+def _weights(request) -> tuple[float, float]:
+    return (request.weights.vector, request.weights.bm25) if request.HasField("weights") else (1.0, 1.0)
+
+
+def query_options(request: pb.QueryRequest | pb.StreamQueryRequest) -> QueryOptions:
+    history = []
+    for position, turn in enumerate(request.history):
+        if turn.role not in _ROLES:
+            raise InvalidArgument(f"history[{position}].role must be TURN_ROLE_USER or TURN_ROLE_ASSISTANT",
+                                  field="history")
+        history.append(Turn(_ROLES[turn.role], turn.content))
+    generation = request.generation
+    if generation.max_tokens < 0 or not 0 <= generation.temperature <= 2:
+        raise InvalidArgument("max_tokens must not be negative, temperature between 0 and 2", field="generation")
+    return QueryOptions(
+        top_k=request.top_k, filters=filters_from(request.filters), weights=_weights(request),
+        use_rerank=request.use_rerank, history=history, model=generation.model,
+        temperature=generation.temperature, max_tokens=generation.max_tokens,
+    )
+
+
+def answer_message(answer: Answer) -> pb.QueryResponse:
+    metrics = answer.metrics
+    return pb.QueryResponse(
+        answer=answer.text,
+        sources=[pb.Source(document_id=s.ranked.chunk.document_id, chunk_id=s.ranked.chunk.chunk_id,
+                           kb_id=s.ranked.chunk.kb_id, title=s.ranked.chunk.title, content=s.text,
+                           score=s.ranked.score, page=s.ranked.chunk.page) for s in answer.sources],
+        metrics=pb.AnswerMetrics(
+            retrieval_latency_ms=metrics.retrieval_ms, rerank_latency_ms=metrics.rerank_ms,
+            generation_latency_ms=metrics.generation_ms, total_latency_ms=metrics.total_ms,
+            prompt_tokens=metrics.prompt_tokens, completion_tokens=metrics.completion_tokens,
+            estimated_cost_usd=metrics.cost_usd, cache_hit=metrics.cache_hit, generator=metrics.generator,
+            retrieval=timings_message(metrics.retrieval),
+        ),
+        features_used=answer.features,
+    )
+
+
 class RagEngineServicer(rag_engine_pb2_grpc.RagEngineServiceServicer):
-    def __init__(self, engine: RagEngine) -> None:
+    def __init__(self, engine: RagEngine, answerer: Answerer) -> None:
         self.engine = engine
+        self.answerer = answerer
 
     async def IndexChunks(self, request: pb.IndexChunksRequest, context) -> pb.IndexChunksResponse:
         chunks = [chunk_from(c, request.tenant_id, request.kb_id, request.document_id) for c in request.chunks]
@@ -81,10 +131,19 @@ class RagEngineServicer(rag_engine_pb2_grpc.RagEngineServiceServicer):
         return pb.DeleteKnowledgeBaseChunksResponse(deleted_count=deleted)
 
     async def Retrieve(self, request: pb.RetrieveRequest, context) -> pb.RetrieveResponse:
-        # The tenant is the caller's, whatever the request says.
-        scope = Scope(current_principal().tenant_id, tuple(dict.fromkeys(request.kb_ids)))
-        weights = (request.weights.vector, request.weights.bm25) if request.HasField("weights") else (1.0, 1.0)
         results, timings = await self.engine.retrieve(
-            scope, request.query, request.top_k, filters_from(request.filters), weights, request.use_rerank
+            _scope(request.kb_ids), request.query, request.top_k, filters_from(request.filters), _weights(request),
+            request.use_rerank,
         )
         return pb.RetrieveResponse(results=[result_message(r) for r in results], timings=timings_message(timings))
+
+    async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
+        return answer_message(await self.answerer.answer(_scope(request.kb_ids), request.query,
+                                                         query_options(request)))
+
+    async def StreamQuery(self, request: pb.StreamQueryRequest, context):
+        async for event in self.answerer.stream(_scope(request.kb_ids), request.query, query_options(request)):
+            if isinstance(event, Answer):
+                yield pb.StreamQueryResponse(completed=answer_message(event))
+            else:
+                yield pb.StreamQueryResponse(answer_delta=event)

@@ -61,6 +61,23 @@ class RagEngineSettings(MeshSettings):
     # Fused candidates a reranker re-scores.
     rerank_candidates: int = 20
 
+    # Grounded answers (Query): extractive (offline, the default) or openai,
+    # an OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, OpenAI).
+    generator: Literal["extractive", "openai"] = "extractive"
+    generation_url: str | None = None
+    # The fallback chain, first choice first: "model-a,model-b".
+    generation_models: str = ""
+    generation_api_key: str = ""
+    generation_timeout_seconds: float = 60.0
+    generation_max_retries: int = 3
+    generation_max_tokens: int = 512
+    # USD per million prompt and completion tokens, by model, for the cost
+    # estimate: {"gpt-4o-mini": [0.15, 0.6]}.
+    generation_prices: dict[str, tuple[float, float]] = {}
+    answer_top_k: int = 5
+    answer_context_tokens: int = 1500
+    answer_history_tokens: int = 500
+
     @property
     def vector_uri(self) -> str:
         return self.milvus_uri or str(self.data_dir / "rag_engine" / "milvus.db")

@@ -1,5 +1,6 @@
 """The README's walk-through over REST: create a base, upload a PDF and a
-Markdown file as multipart, watch them reach indexed, find their content."""
+Markdown file as multipart, watch them reach indexed, find their content and
+ask a question about it."""
 
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ async def test_create_upload_watch_and_retrieve_over_rest(rest):
     top = retrieved.json()["results"][0]
     assert top["documentId"] == documents["expenses.pdf"] and "45 euros" in top["content"]
     assert top["page"] == 2 and top["metadata"] == {"team": "finance"}
+
+    asked = await rest.post("/api/v1/rag/query", json={"query": "How much are meals reimbursed per day?",
+                                                       "kbIds": [kb_id]})
+    assert asked.status_code == 200, asked.text
+    answer = asked.json()
+    assert "45 euros a day. [1]" in answer["answer"]
+    assert answer["sources"][0]["documentId"] == documents["expenses.pdf"] and answer["sources"][0]["page"] == 2
+    async with rest.stream("POST", "/api/v1/rag/query:stream", json={"query": "Which class may train travellers book?",
+                                                                      "kbIds": [kb_id]}) as stream:
+        events = [json.loads(line)["result"] async for line in stream.aiter_lines() if line]
+    assert "first class" in "".join(e.get("answerDelta", "") for e in events)
+    assert "first class" in events[-1]["completed"]["answer"]
 
     refused = await rest.post(f"/api/v1/knowledge/bases/{kb_id}/documents",
                               files={"file": ("deck.pptx", b"PK\x03\x04", "application/octet-stream")})

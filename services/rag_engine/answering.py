@@ -1,0 +1,226 @@
+"""Grounded answers: retrieval, a context within a token budget, generation,
+and citations that point only at sources the answer returns."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from services.rag_engine.domain import RankedChunk, Scope, Timings
+from services.rag_engine.engine import RagEngine
+from services.rag_engine.filters import Filter
+from meshkit.errors import InvalidArgument
+from services.rag_engine.generation import (
+    GenerationRequest,
+    Generator,
+    Passage,
+    Turn,
+    Usage,
+    estimate_tokens,
+    with_context,
+)
+from services.rag_engine.generator_extractive import not_found_message
+
+# A passage cut to fit the budget keeps at least this much, else it is dropped.
+MIN_PASSAGE_TOKENS = 40
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+@dataclass(frozen=True)
+class AnsweringConfig:
+    # Chunks an answer draws on unless the request says otherwise.
+    default_top_k: int = 5
+    # Tokens of passages in the prompt; the least relevant go first when over.
+    context_tokens: int = 1500
+    # Tokens of earlier turns passed along, newest kept.
+    history_tokens: int = 500
+    # USD per million (prompt, completion) tokens, by model.
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    top_k: int = 0
+    filters: Sequence[Filter] = ()
+    weights: tuple[float, float] = (1.0, 1.0)
+    use_rerank: bool = False
+    history: Sequence[Turn] = ()
+    model: str = ""
+    temperature: float = 0.0
+    max_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class AnswerMetrics:
+    retrieval_ms: float
+    rerank_ms: float
+    generation_ms: float
+    total_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    generator: str
+    retrieval: Timings
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """A chunk the answer drew on; the answer cites it as [number]."""
+
+    number: int
+    ranked: RankedChunk
+    # The text the generator read: the chunk's, or its first sentences when cut to fit.
+    text: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    sources: list[Source]
+    metrics: AnswerMetrics
+    features: list[str]
+
+
+class CitationFilter:
+    """Drops citation markers [n] that point past the sources, also when a
+    marker arrives split across streamed pieces."""
+
+    _MARKER = re.compile(r"\[(\d{1,4})\]")
+    _OPEN_MARKER = re.compile(r"\[\d{0,4}$")
+
+    def __init__(self, sources: int) -> None:
+        self.sources = sources
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self._held + piece
+        opening = self._OPEN_MARKER.search(text)
+        self._held = opening.group() if opening else ""
+        return self._clean(text[: opening.start()] if opening else text)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return self._clean(text)
+
+    def _clean(self, text: str) -> str:
+        return self._MARKER.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= self.sources else "", text)
+
+
+def _fit(text: str, budget: int) -> str:
+    """The text's leading sentences (else words) within about `budget` tokens."""
+    kept, used = [], 0
+    for sentence in (s for s in _SENTENCE_END.split(text) if s):
+        cost = estimate_tokens(sentence)
+        if used + cost > budget:
+            break
+        kept.append(sentence)
+        used += cost
+    if kept:
+        return " ".join(kept)
+    words = text.split()
+    return " ".join(words[: max(1, int(budget / 1.3))]) + " …"
+
+
+def build_context(results: Sequence[RankedChunk], budget: int) -> list[Source]:
+    """The results in rank order while they fit the budget; the first that does
+    not is cut to its leading sentences if enough room is left, and the rest,
+    the least relevant, are dropped."""
+    sources: list[Source] = []
+    used = 0
+    for ranked in results:
+        text = ranked.chunk.text.strip()
+        cost = estimate_tokens(text)
+        if used + cost > budget:
+            if budget - used >= MIN_PASSAGE_TOKENS:
+                sources.append(Source(len(sources) + 1, ranked, _fit(text, budget - used)))
+            break
+        sources.append(Source(len(sources) + 1, ranked, text))
+        used += cost
+    return sources
+
+
+def recent_history(history: Sequence[Turn], budget: int) -> list[Turn]:
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(history):
+        used += estimate_tokens(turn.content)
+        if used > budget:
+            break
+        kept.append(turn)
+    return kept[::-1]
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class Answerer:
+    def __init__(self, engine: RagEngine, generator: Generator, config: AnsweringConfig) -> None:
+        self.engine = engine
+        self.generator = generator
+        self.config = config
+
+    async def answer(self, scope: Scope, question: str, options: QueryOptions) -> Answer:
+        async for event in self.stream(scope, question, options):
+            if isinstance(event, Answer):
+                return event
+        raise AssertionError("a stream always ends with its Answer")
+
+    async def stream(self, scope: Scope, question: str, options: QueryOptions) -> AsyncIterator[str | Answer]:
+        """The answer's text in pieces, then the whole Answer."""
+        started = time.perf_counter()
+        question = question.strip()
+        if not question:
+            raise InvalidArgument("is required", field="query")
+        history = recent_history(options.history, self.config.history_tokens)
+        results, timings = await self.engine.retrieve(
+            scope, with_context(question, history), options.top_k or self.config.default_top_k,
+            options.filters, options.weights, options.use_rerank,
+        )
+        sources = build_context(results, self.config.context_tokens)
+        generation_started = time.perf_counter()
+        usage = Usage(model="none")
+        pieces: list[str] = []
+        if not sources:
+            pieces.append(not_found_message(question))
+            yield pieces[-1]
+        else:
+            citations = CitationFilter(len(sources))
+            request = GenerationRequest(
+                question, [Passage(s.number, s.text, s.ranked.chunk.title) for s in sources], history,
+                options.model, options.temperature, options.max_tokens,
+            )
+            async for event in self.generator.stream(request):
+                if isinstance(event, Usage):
+                    usage = event
+                elif piece := citations.feed(event):
+                    pieces.append(piece)
+                    yield piece
+            if tail := citations.flush():
+                pieces.append(tail)
+                yield tail
+        generation_ms = _ms_since(generation_started)
+        prompt_price, completion_price = self.config.prices.get(usage.model, (0.0, 0.0))
+        yield Answer(
+            text="".join(pieces).strip(),
+            sources=sources,
+            metrics=AnswerMetrics(
+                retrieval_ms=timings.total_ms - timings.rerank_ms, rerank_ms=timings.rerank_ms,
+                generation_ms=generation_ms, total_ms=_ms_since(started), prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=(usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price) / 1e6,
+                generator=usage.model or self.generator.name, retrieval=timings,
+            ),
+            features=self._features(options, history, usage),
+        )
+
+    def _features(self, options: QueryOptions, history: Sequence[Turn], usage: Usage) -> list[str]:
+        vector, bm25 = options.weights
+        features = ["hybrid" if vector and bm25 else "vector" if vector else "bm25"]
+        features += [name for name, used in (("rerank", options.use_rerank), ("filters", bool(options.filters)),
+                                             ("history", bool(history))) if used]
+        features.append(f"generator:{self.generator.name}" if usage.model != "none" else "generator:none")
+        return features
