@@ -3,10 +3,12 @@ and citations that point only at sources the answer returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from services.rag_engine.domain import RankedChunk, Scope, Timings
 from services.rag_engine.engine import RagEngine
@@ -22,6 +24,9 @@ from services.rag_engine.generation import (
     with_context,
 )
 from services.rag_engine.generator_extractive import not_found_message
+
+if TYPE_CHECKING:
+    from services.rag_engine.answer_cache import AnswerCache
 
 # A passage cut to fit the budget keeps at least this much, else it is dropped.
 MIN_PASSAGE_TOKENS = 40
@@ -153,28 +158,46 @@ def recent_history(history: Sequence[Turn], budget: int) -> list[Turn]:
     return kept[::-1]
 
 
+def _served_from_cache(answer: Answer, found_by: str, elapsed_ms: float) -> Answer:
+    """The cached answer as this request got it: nothing retrieved, generated
+    or paid for."""
+    metrics = dataclasses.replace(
+        answer.metrics, retrieval_ms=0.0, rerank_ms=0.0, generation_ms=0.0, total_ms=elapsed_ms, prompt_tokens=0,
+        completion_tokens=0, cost_usd=0.0, cache_hit=True, retrieval=Timings(),
+    )
+    return dataclasses.replace(answer, metrics=metrics, features=[*answer.features, found_by])
+
+
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
 class Answerer:
-    def __init__(self, engine: RagEngine, generator: Generator, config: AnsweringConfig) -> None:
+    def __init__(self, engine: RagEngine, generator: Generator, config: AnsweringConfig,
+                 cache: AnswerCache | None = None) -> None:
         self.engine = engine
         self.generator = generator
         self.config = config
+        self.cache = cache
 
-    async def answer(self, scope: Scope, question: str, options: QueryOptions) -> Answer:
-        async for event in self.stream(scope, question, options):
+    async def answer(self, scope: Scope, question: str, options: QueryOptions, use_cache: bool = True) -> Answer:
+        async for event in self.stream(scope, question, options, use_cache):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("a stream always ends with its Answer")
 
-    async def stream(self, scope: Scope, question: str, options: QueryOptions) -> AsyncIterator[str | Answer]:
+    async def stream(self, scope: Scope, question: str, options: QueryOptions,
+                     use_cache: bool = True) -> AsyncIterator[str | Answer]:
         """The answer's text in pieces, then the whole Answer."""
         started = time.perf_counter()
         question = question.strip()
         if not question:
             raise InvalidArgument("is required", field="query")
+        lookup = await self.cache.lookup(scope, question, options) if self.cache and use_cache else None
+        if lookup and lookup.answer:
+            yield lookup.answer.text
+            yield _served_from_cache(lookup.answer, lookup.found_by, _ms_since(started))
+            return
         history = recent_history(options.history, self.config.history_tokens)
         results, timings = await self.engine.retrieve(
             scope, with_context(question, history), options.top_k or self.config.default_top_k,
@@ -204,7 +227,7 @@ class Answerer:
                 yield tail
         generation_ms = _ms_since(generation_started)
         prompt_price, completion_price = self.config.prices.get(usage.model, (0.0, 0.0))
-        yield Answer(
+        answer = Answer(
             text="".join(pieces).strip(),
             sources=sources,
             metrics=AnswerMetrics(
@@ -216,6 +239,9 @@ class Answerer:
             ),
             features=self._features(options, history, usage),
         )
+        if lookup:
+            await self.cache.keep(lookup, question, answer)
+        yield answer
 
     def _features(self, options: QueryOptions, history: Sequence[Turn], usage: Usage) -> list[str]:
         vector, bm25 = options.weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -54,6 +54,12 @@ class RagEngine:
         self.keywords = keywords
         self.config = config
         self.reranker = reranker
+        # Told (tenant, kb) after every write to a base: the answer cache listens.
+        self.on_change: list[Callable[[str, str], Awaitable[None]]] = []
+
+    async def _changed(self, tenant_id: str, kb_id: str) -> None:
+        for listener in self.on_change:
+            await listener(tenant_id, kb_id)
 
     async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[Chunk]) -> tuple[int, int]:
         """Embeds and upserts the chunks into both indexes; returns (indexed,
@@ -79,6 +85,7 @@ class RagEngine:
             # Vectors first: they carry the records every result is built from.
             await self.vectors.upsert(chunks, embeddings)
             await self.keywords.upsert(chunks)
+            await self._changed(tenant_id, kb_id)
         return len(chunks), await self.vectors.count(tenant_id, kb_id, document_id)
 
     async def check_stored_vectors(self) -> None:
@@ -106,11 +113,13 @@ class RagEngine:
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
         deleted = await self.vectors.delete_document(tenant_id, kb_id, document_id)
         await self.keywords.delete_document(tenant_id, kb_id, document_id)
+        await self._changed(tenant_id, kb_id)
         return deleted
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> int:
         deleted = await self.vectors.delete_knowledge_base(tenant_id, kb_id)
         await self.keywords.delete_knowledge_base(tenant_id, kb_id)
+        await self._changed(tenant_id, kb_id)
         return deleted
 
     async def retrieve(

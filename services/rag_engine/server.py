@@ -7,8 +7,9 @@ from functools import partial
 from meshkit import server
 from meshkit.topology import SERVICES
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
+from services.rag_engine.answer_cache import AnswerCache
 from services.rag_engine.answering import Answerer, AnsweringConfig
-from services.rag_engine.embedding import load_embedder
+from services.rag_engine.embedding import Embedder, load_embedder
 from services.rag_engine.engine import RagEngine, RetrievalConfig
 from services.rag_engine.generation import load_generator
 from services.rag_engine.indexes import KeywordIndex
@@ -28,6 +29,21 @@ def keyword_index(settings: RagEngineSettings) -> KeywordIndex:
     return TantivyKeywordIndex(settings.keyword_dir)
 
 
+def answer_cache(settings: RagEngineSettings, embedder: Embedder) -> AnswerCache | None:
+    if settings.answer_cache == "off":
+        return None
+    if settings.redis_url:
+        from services.rag_engine.answer_cache_redis import RedisCacheStore
+
+        store = RedisCacheStore(settings.redis_url)
+    else:
+        from services.rag_engine.answer_cache_memory import MemoryCacheStore
+
+        store = MemoryCacheStore(ttl=settings.answer_cache_ttl_seconds)
+    return AnswerCache(store, settings.answer_cache_ttl_seconds, settings.semantic_cache_threshold,
+                       embedder.embed_query)
+
+
 async def build(settings: RagEngineSettings) -> server.ServiceApp:
     embedder = load_embedder(settings)
     reranker = load_reranker(settings)
@@ -43,11 +59,15 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
         reranker,
     )
     generator = load_generator(settings)
+    cache = answer_cache(settings, embedder)
+    if cache is not None:
+        engine.on_change.append(cache.changed)
     answerer = Answerer(engine, generator, AnsweringConfig(
         default_top_k=settings.answer_top_k, context_tokens=settings.answer_context_tokens,
         history_tokens=settings.answer_history_tokens, prices=settings.generation_prices,
-    ))
-    closers = [keywords.close, vectors.close, embedder.close, generator.close] + ([reranker.close] if reranker else [])
+    ), cache)
+    closers = [keywords.close, vectors.close, embedder.close, generator.close]
+    closers += ([reranker.close] if reranker else []) + ([cache.store.close] if cache else [])
     try:
         if settings.check_stored_vectors:
             await engine.check_stored_vectors()

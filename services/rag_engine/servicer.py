@@ -139,10 +139,11 @@ class RagEngineServicer(rag_engine_pb2_grpc.RagEngineServiceServicer):
 
     async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
         return answer_message(await self.answerer.answer(_scope(request.kb_ids), request.query,
-                                                         query_options(request)))
+                                                         query_options(request), not request.bypass_cache))
 
     async def StreamQuery(self, request: pb.StreamQueryRequest, context):
-        async for event in self.answerer.stream(_scope(request.kb_ids), request.query, query_options(request)):
+        async for event in self.answerer.stream(_scope(request.kb_ids), request.query, query_options(request),
+                                                not request.bypass_cache):
             if isinstance(event, Answer):
                 yield pb.StreamQueryResponse(completed=answer_message(event))
             else:

@@ -74,6 +74,13 @@ class RagEngineSettings(MeshSettings):
     # USD per million prompt and completion tokens, by model, for the cost
     # estimate: {"gpt-4o-mini": [0.15, 0.6]}.
     generation_prices: dict[str, tuple[float, float]] = {}
+    # Answers kept for repeated questions: in Redis when REDIS_URL is set, else
+    # in this process; "off" disables it.
+    answer_cache: Literal["on", "off"] = "on"
+    answer_cache_ttl_seconds: float = 3600.0
+    # Also serve a question whose embedding is this close (cosine) to one
+    # answered before; 0 turns the semantic cache off.
+    semantic_cache_threshold: float = 0.0
     answer_top_k: int = 5
     answer_context_tokens: int = 1500
     answer_history_tokens: int = 500
