@@ -76,7 +76,7 @@ def create_channel(
     return grpc.aio.insecure_channel(
         target,
         options=channel_options(settings, service_config(settings, overrides)),
-        interceptors=[OutgoingCallInterceptor(settings.default_deadline_seconds)],
+        interceptors=outgoing_call_interceptors(settings.default_deadline_seconds),
     )
 
 
@@ -85,12 +85,7 @@ def channel_to(service: str, settings: MeshSettings, **kwargs) -> grpc.aio.Chann
     return create_channel(settings.address_of(service), settings, **kwargs)
 
 
-class OutgoingCallInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _OutgoingCall:
     """Gives each call a deadline: its own, else the default, never beyond
     what remains of the incoming request's; forwards request id and token."""
 
@@ -113,14 +108,29 @@ class OutgoingCallInterceptor(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# One class per kind of call: grpc.aio files an interceptor under the first
+# kind it implements only, so one class implementing all four would see
+# unary-unary calls alone.
+class _UnaryUnary(_OutgoingCall, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _UnaryStream(_OutgoingCall, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _StreamUnary(_OutgoingCall, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, request_iterator):
         return await continuation(self._details(details), request_iterator)
 
+
+class _StreamStream(_OutgoingCall, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, request_iterator):
         return await continuation(self._details(details), request_iterator)
+
+
+def outgoing_call_interceptors(default_timeout: float) -> list[_OutgoingCall]:
+    return [kind(default_timeout) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]

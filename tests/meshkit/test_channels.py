@@ -13,8 +13,11 @@ import pytest
 from meshkit import context
 from meshkit.channels import MethodPolicy, create_channel
 from meshkit.settings import MeshSettings
+from meshkit.auth import Principal, set_principal
 from sagemesh.identity.v1 import identity_pb2 as pb
 from sagemesh.identity.v1 import identity_pb2_grpc
+from sagemesh.knowledge.v1 import knowledge_pb2 as knowledge_pb
+from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 
 SERVICE = "sagemesh.identity.v1.IdentityService"
 # grpc-timeout is rounded up to its wire unit, so a server may see a hair more
@@ -114,3 +117,47 @@ async def test_an_incoming_deadline_caps_outgoing_calls_and_context_is_forwarded
             context.deadline.reset(deadline_token)
     assert servicer.deadlines[0] is not None and servicer.deadlines[0] <= 1.0 + WIRE_ROUNDING
     assert servicer.metadata[0]["x-request-id"] == "req-123"
+
+
+class RecordingKnowledge(knowledge_pb2_grpc.KnowledgeServiceServicer):
+    """Streaming RPCs of both directions that record what each call carried."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], float | None]] = []
+
+    def _record(self, name: str, ctx) -> None:
+        self.calls.append((name, dict(ctx.invocation_metadata()), ctx.time_remaining()))
+
+    async def WatchDocumentStatus(self, request, ctx):
+        self._record("server-stream", ctx)
+        yield knowledge_pb.WatchDocumentStatusResponse()
+
+    async def UploadDocument(self, request_iterator, ctx):
+        self._record("client-stream", ctx)
+        async for _ in request_iterator:
+            pass
+        return knowledge_pb.UploadDocumentResponse()
+
+
+async def test_streaming_calls_carry_the_deadline_request_id_and_token_too():
+    servicer = RecordingKnowledge()
+    server = grpc.aio.server()
+    knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    tokens = context.request_id.set("req-stream"), context.deadline.set(time.monotonic() + 2.0)
+    set_principal(Principal("u1", "t1", "u@example.com", "member", "s1", time.time() + 60, "tok-1"))
+    try:
+        async with create_channel(f"127.0.0.1:{port}", settings(default_deadline_seconds=30)) as channel:
+            stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
+            _ = [r async for r in stub.WatchDocumentStatus(knowledge_pb.WatchDocumentStatusRequest())]
+            await stub.UploadDocument(iter([knowledge_pb.UploadDocumentRequest(data=b"x")]))
+    finally:
+        set_principal(None)
+        context.request_id.reset(tokens[0])
+        context.deadline.reset(tokens[1])
+        await server.stop(0)
+    assert [name for name, _, _ in servicer.calls] == ["server-stream", "client-stream"]
+    for _, metadata, remaining in servicer.calls:
+        assert metadata["x-request-id"] == "req-stream" and metadata["authorization"] == "Bearer tok-1"
+        assert remaining is not None and remaining <= 2.0 + WIRE_ROUNDING
