@@ -86,6 +86,9 @@ def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str 
     metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     if "authorization" in headers:
         metadata.append(("authorization", _metadata_value("Authorization", headers["authorization"])))
+    if "idempotency-key" in headers:
+        # The IETF draft's header, for the RPCs that honour it (SendMessage).
+        metadata.append(("idempotency-key", _metadata_value("Idempotency-Key", headers["idempotency-key"])))
     if request.client:
         forwarded = headers.get("x-forwarded-for", "")
         chain = f"{forwarded}, {request.client.host}" if forwarded and _VALID_METADATA_VALUE.match(forwarded) else request.client.host

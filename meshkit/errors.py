@@ -46,5 +46,9 @@ class ResourceExhausted(ServiceError):
     pass
 
 
+class Aborted(ServiceError):
+    """Another request on the same thing is under way; retry later."""
+
+
 class Unavailable(ServiceError):
     pass

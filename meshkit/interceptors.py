@@ -34,6 +34,7 @@ _CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Aborted: grpc.StatusCode.ABORTED,
 }
 # Health probes arrive every few seconds; they are logged at DEBUG only.
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

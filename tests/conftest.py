@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
-pytest_plugins = ["tests.fixtures.identity"]
+pytest_plugins = ["tests.fixtures.identity", "tests.fixtures.mesh"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "SAGEMESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

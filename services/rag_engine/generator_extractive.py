@@ -114,7 +114,10 @@ class ExtractiveGenerator:
     name = "extractive"
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        answer = compose(with_context(request.question, request.history), request.passages)
+        answer = compose(request.question, request.passages)
+        if answer == not_found_message(request.question) and request.history:
+            # A follow-up ("by how much?") may name its subject only in the turn before.
+            answer = compose(with_context(request.question, request.history), request.passages)
         # Word by word, as a model would write it, so clients meet one kind of stream.
         for piece in _WORDS.findall(answer) if not _CJK.search(answer) else [answer]:
             yield piece

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,72 +16,12 @@ from meshkit.channels import create_channel
 from meshkit.server import MeshServer
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
-from sagemesh.rag_engine.v1 import rag_engine_pb2 as rag_pb
-from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
-from services.identity.domain import Role, User
-from services.identity.tokens import AccessTokenIssuer, load_signing_key
 from services.knowledge import server as knowledge_server
 from services.knowledge.settings import KnowledgeSettings
-from services.rag_engine import server as rag_engine_server
-from services.rag_engine.settings import RagEngineSettings
+from tests.fixtures.mesh import RagEngineUnderTest, Tokens, rag_engine_serving
 
 PIECE = 16 * 1024
 FINISHED = (pb.DOCUMENT_STATUS_INDEXED, pb.DOCUMENT_STATUS_FAILED)
-
-
-class Tokens:
-    """Signs access tokens as identity would, with keys both services trust."""
-
-    def __init__(self, keys_dir: Path) -> None:
-        settings = KnowledgeSettings(_env_file=None, jwt_keys_dir=keys_dir)
-        kid, key = load_signing_key(keys_dir, None)
-        self.issuer = AccessTokenIssuer(kid, key, settings.jwt_issuer, settings.jwt_audience, 3600)
-
-    def metadata(self, tenant: str) -> list[tuple[str, str]]:
-        user = User(f"user-{tenant}", tenant, tenant, f"{tenant}@example.com", tenant, Role.MEMBER,
-                    datetime.now(timezone.utc))
-        return [("authorization", f"Bearer {self.issuer.issue(user, 'session', time.time())}")]
-
-
-@pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jwt")
-
-
-@pytest.fixture(scope="session")
-def tokens(keys_dir) -> Tokens:
-    return Tokens(keys_dir)
-
-
-@dataclass
-class RagEngineUnderTest:
-    address: str
-    stub: rag_engine_pb2_grpc.RagEngineServiceStub
-    tokens: Tokens
-
-    async def retrieve(self, tenant: str, query: str, kb_ids: list[str], top_k: int = 5) -> rag_pb.RetrieveResponse:
-        return await self.stub.Retrieve(rag_pb.RetrieveRequest(query=query, kb_ids=kb_ids, top_k=top_k),
-                                        metadata=self.tokens.metadata(tenant))
-
-    async def vectors_of(self, tenant: str, kb_id: str, document_id: str) -> int:
-        """What the index holds for the document now (indexing nothing reports it)."""
-        reply = await self.stub.IndexChunks(rag_pb.IndexChunksRequest(
-            tenant_id=tenant, kb_id=kb_id, document_id=document_id))
-        return reply.vector_count
-
-
-@asynccontextmanager
-async def rag_engine_serving(data_dir: Path, keys_dir: Path, tokens: Tokens,
-                             port: int = 0) -> AsyncIterator[RagEngineUnderTest]:
-    settings = RagEngineSettings(_env_file=None, data_dir=data_dir, jwt_keys_dir=keys_dir, listen_port=port)
-    server = MeshServer(await rag_engine_server.build(settings), settings)
-    await server.start()
-    channel = create_channel(server.address, settings)
-    try:
-        yield RagEngineUnderTest(server.address, rag_engine_pb2_grpc.RagEngineServiceStub(channel), tokens)
-    finally:
-        await channel.close()
-        await server.stop(grace=0)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,8 @@ from meshkit.health import wait_until_serving
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from tests.conftest import free_port
-from tests.knowledge.conftest import (
-    KnowledgeUnderTest,
-    eventually,
-    knowledge_serving,
-    knowledge_settings,
-    rag_engine_serving,
-)
+from tests.fixtures.mesh import rag_engine_serving
+from tests.knowledge.conftest import KnowledgeUnderTest, eventually, knowledge_serving, knowledge_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"

@@ -1,0 +1,1 @@
+"""The conversation service: conversations, their messages, and answers through the rag_engine."""

@@ -1,0 +1,140 @@
+"""The README's quick-start against the whole mesh as `make run` starts it,
+over REST through the gateway: register, log in, upload a document, ask in a
+conversation, get an answer whose citations point at that document."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+POLICY = b"""# Expenses
+
+## Meals
+
+Meals on business trips are reimbursed up to 45 euros a day.
+
+## Hotels
+
+The nightly hotel budget in Zurich is 240 francs.
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """`scripts/run_mesh.py` on free ports; yields the gateway's URL."""
+    http_port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SAGEMESH_")},
+        **{f"SAGEMESH_{name}_ADDR": f"127.0.0.1:{free_port()}"
+           for name in ("IDENTITY", "KNOWLEDGE", "RAG_ENGINE", "CONVERSATION", "AGENT")},
+        "SAGEMESH_DATA_DIR": str(tmp_path_factory.mktemp("mesh")),
+        "SAGEMESH_HTTP_PORT": str(http_port),
+        "SAGEMESH_GRACE_PERIOD_SECONDS": "2",
+        "SAGEMESH_LOG_LEVEL": "WARNING",
+        "SAGEMESH_ARGON2_TIME_COST": "1",
+        "SAGEMESH_ARGON2_MEMORY_COST_KIB": "8192",
+        "SAGEMESH_INGEST_POLL_SECONDS": "0.2",
+    }
+    launcher = subprocess.Popen([sys.executable, "scripts/run_mesh.py"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        lines = []
+        while time.monotonic() < deadline:
+            lines.append(launcher.stdout.readline())
+            if "Ctrl-C" in lines[-1] or not lines[-1]:
+                break
+        assert "sagemesh is running" in "".join(lines), "".join(lines)
+        yield f"http://127.0.0.1:{http_port}"
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+
+async def login(client: httpx.AsyncClient, email: str) -> dict[str, str]:
+    registered = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert registered.status_code == 200, registered.text
+    tokens = (await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})).json()
+    return {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+
+async def test_the_quick_start_works_end_to_end(mesh):
+    async with httpx.AsyncClient(base_url=mesh, timeout=60) as client:
+        ann = await login(client, "ann@example.com")
+        kb = (await client.post("/api/v1/knowledge/bases", headers=ann, json={"name": "handbook"})).json()
+        uploaded = await client.post(f"/api/v1/knowledge/bases/{kb['id']}/documents", headers=ann,
+                                     files={"file": ("expenses.md", POLICY, "text/markdown")})
+        document_id = uploaded.json()["documentId"]
+        async with client.stream("GET", f"/api/v1/knowledge/documents/{document_id}/status:watch",
+                                  headers=ann) as watch:
+            statuses = [json.loads(line)["result"]["status"] async for line in watch.aiter_lines() if line]
+        assert statuses[-1]["status"] == "DOCUMENT_STATUS_INDEXED", statuses[-1]
+
+        conversation = (await client.post("/api/v1/conversations", headers=ann,
+                                          json={"kbIds": [kb["id"]]})).json()
+        asked = await client.post(f"/api/v1/conversations/{conversation['id']}/messages", headers=ann,
+                                  json={"content": "How much are meals reimbursed per day?"})
+        assert asked.status_code == 200, asked.text
+        answer = asked.json()["message"]
+        assert "45 euros" in answer["content"] and "[1]" in answer["content"]
+        assert answer["sources"][0]["documentId"] == document_id
+
+        # A follow-up, streamed as Server-Sent Events.
+        async with client.stream("POST", f"/api/v1/conversations/{conversation['id']}/messages:stream",
+                                  headers={**ann, "Accept": "text/event-stream"},
+                                  json={"content": "And the hotel budget in Zurich?"}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = [json.loads(line[len("data: "):]) async for line in stream.aiter_lines()
+                      if line.startswith("data: ")]
+        assert "userMessage" in events[0]["result"] and "message" in events[-1]["result"]
+        assert "240 francs" in events[-1]["result"]["message"]["content"]
+
+        # A retried send with its Idempotency-Key gets the first answer back.
+        retry = {**ann, "Idempotency-Key": "send-42"}
+        first = await client.post(f"/api/v1/conversations/{conversation['id']}/messages", headers=retry,
+                                  json={"content": "Who reimburses meals?"})
+        second = await client.post(f"/api/v1/conversations/{conversation['id']}/messages", headers=retry,
+                                   json={"content": "Who reimburses meals?"})
+        assert second.json()["message"]["id"] == first.json()["message"]["id"]
+        listed = (await client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=ann)).json()
+        assert len(listed["messages"]) == 6
+
+        # Another user of the same tenant cannot read it.
+        bob = await login(client, "bob@example.com")
+        hidden = await client.get(f"/api/v1/conversations/{conversation['id']}", headers=bob)
+        assert hidden.status_code == 404
+
+
+async def test_a_client_that_leaves_mid_stream_still_gets_its_answer_stored(mesh):
+    async with httpx.AsyncClient(base_url=mesh, timeout=60) as client:
+        carl = await login(client, "carl@example.com")
+        conversation = (await client.post("/api/v1/conversations", headers=carl, json={})).json()
+        async with client.stream("POST", f"/api/v1/conversations/{conversation['id']}/messages:stream",
+                                 headers=carl, json={"content": "How much are meals reimbursed?"}) as stream:
+            async for line in stream.aiter_lines():
+                if line:
+                    break  # the stored user message: leave now
+        for _ in range(50):
+            listed = (await client.get(f"/api/v1/conversations/{conversation['id']}/messages",
+                                       headers=carl)).json()
+            if len(listed.get("messages", [])) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert [m["role"] for m in listed["messages"]] == ["MESSAGE_ROLE_USER", "MESSAGE_ROLE_ASSISTANT"]
