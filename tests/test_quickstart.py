@@ -116,6 +116,22 @@ async def test_the_quick_start_works_end_to_end(mesh):
         listed = (await client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=ann)).json()
         assert len(listed["messages"]) == 6
 
+        # The same first question in a new conversation is answered from the cache, until the base changes.
+        async def ask_fresh(question: str) -> dict:
+            fresh = (await client.post("/api/v1/conversations", headers=ann, json={"kbIds": [kb["id"]]})).json()
+            reply = await client.post(f"/api/v1/conversations/{fresh['id']}/messages", headers=ann,
+                                      json={"content": question})
+            return reply.json()["message"]
+
+        cached = await ask_fresh("How much are meals reimbursed per day?")
+        assert cached["metrics"]["cacheHit"] and cached["content"] == answer["content"]
+        more = await client.post(f"/api/v1/knowledge/bases/{kb['id']}/documents", headers=ann,
+                                 files={"file": ("taxis.txt", b"Taxis are reimbursed after 10 pm.", "text/plain")})
+        async with client.stream("GET", f"/api/v1/knowledge/documents/{more.json()['documentId']}/status:watch",
+                                  headers=ann) as watch:
+            _ = [line async for line in watch.aiter_lines()]
+        assert not (await ask_fresh("How much are meals reimbursed per day?"))["metrics"]["cacheHit"]
+
         # Another user of the same tenant cannot read it.
         bob = await login(client, "bob@example.com")
         hidden = await client.get(f"/api/v1/conversations/{conversation['id']}", headers=bob)
