@@ -7,13 +7,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion install models clean
+.PHONY: run test test-local-llm gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion install models clean
 
 run: install
 	$(PY) scripts/run_mesh.py
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The local model's generator and its tests: builds llama-cpp-python (about
+# five minutes), which `make test` does without.
+test-local-llm: install
+	$(PY) -m pip install --quiet -e '.[local-llm]'
+	SAGEMESH_TEST_LOCAL_LLM=1 $(PY) -m pytest tests/local_llm $(PYTEST_ARGS)
 
 # Regenerates gen/python (messages, .pyi stubs, gRPC stubs) from proto/.
 gen: $(VENV)/.installed

@@ -107,6 +107,15 @@ def load_generator(settings: RagEngineSettings) -> Generator:
             timeout=settings.generation_timeout_seconds, max_retries=settings.generation_max_retries,
             default_max_tokens=settings.generation_max_tokens,
         )
+    if settings.generator == "local":
+        from services.rag_engine.generator_llama import LlamaCppGenerator
+
+        try:
+            return LlamaCppGenerator(settings.generation_model_path, threads=settings.inference_threads,
+                                     default_max_tokens=settings.generation_max_tokens)
+        except ImportError as error:
+            raise ValueError("SAGEMESH_GENERATOR=local needs the local-llm extra: pip install '.[local-llm]'") \
+                from error
     from services.rag_engine.generator_extractive import ExtractiveGenerator
 
     return ExtractiveGenerator()

@@ -61,9 +61,12 @@ class RagEngineSettings(MeshSettings):
     # Fused candidates a reranker re-scores.
     rerank_candidates: int = 20
 
-    # Grounded answers (Query): extractive (offline, the default) or openai,
-    # an OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, OpenAI).
-    generator: Literal["extractive", "openai"] = "extractive"
+    # Grounded answers (Query): extractive (offline, the default); openai, an
+    # OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, OpenAI);
+    # or local, a GGUF model in process (the local-llm install extra).
+    generator: Literal["extractive", "openai", "local"] = "extractive"
+    # The local generator's GGUF file; unset for the packaged Gemma 3 270M.
+    generation_model_path: Path | None = None
     generation_url: str | None = None
     # The fallback chain, first choice first: "model-a,model-b".
     generation_models: str = ""
