@@ -106,6 +106,14 @@ async def test_the_quick_start_works_end_to_end(mesh):
         assert "userMessage" in events[0]["result"] and "message" in events[-1]["result"]
         assert "240 francs" in events[-1]["result"]["message"]["content"]
 
+        # The same as newline-delimited JSON, a follow-up that names its subject only in the turn before.
+        async with client.stream("POST", f"/api/v1/conversations/{conversation['id']}/messages:stream",
+                                  headers=ann, json={"content": "How much is it?"}) as stream:
+            assert not stream.headers["content-type"].startswith("text/event-stream")
+            lines = [json.loads(line)["result"] async for line in stream.aiter_lines() if line]
+        assert "240 francs" in "".join(line.get("answerDelta", "") for line in lines)
+        assert "240 francs" in lines[-1]["message"]["content"]
+
         # A retried send with its Idempotency-Key gets the first answer back.
         retry = {**ann, "Idempotency-Key": "send-42"}
         first = await client.post(f"/api/v1/conversations/{conversation['id']}/messages", headers=retry,
@@ -114,7 +122,7 @@ async def test_the_quick_start_works_end_to_end(mesh):
                                    json={"content": "Who reimburses meals?"})
         assert second.json()["message"]["id"] == first.json()["message"]["id"]
         listed = (await client.get(f"/api/v1/conversations/{conversation['id']}/messages", headers=ann)).json()
-        assert len(listed["messages"]) == 6
+        assert len(listed["messages"]) == 8
 
         # The same first question in a new conversation is answered from the cache, until the base changes.
         async def ask_fresh(question: str) -> dict:
