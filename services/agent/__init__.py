@@ -1,0 +1,1 @@
+"""The agent service: multi-step tasks over a registry of tools."""

@@ -1,0 +1,25 @@
+"""Tools the agent can call. Each tool is one module declaring a Tool: its
+name, a description the planner reads, a JSON Schema of its input, and the
+coroutine that runs it. registry.py validates, times and guards the calls."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ToolError(Exception):
+    """A tool could not do what was asked; the message goes into the trace."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    run: Callable[[dict[str, Any]], Awaitable[Any]]
+    # Longest one call may take.
+    timeout_seconds: float = 10.0
+    enabled: bool = True
+    examples: list[dict[str, Any]] = field(default_factory=list)

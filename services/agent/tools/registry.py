@@ -1,0 +1,81 @@
+"""The tools an agent may use, and the one way to call them: input checked
+against the tool's JSON Schema, the call under the tool's timeout and behind
+its circuit breaker, every failure told apart by kind for the trace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from services.agent.tools import Tool, ToolError
+from services.agent.tools.breaker import CircuitBreaker
+
+
+class ToolCallError(Exception):
+    """Why a call did not return: kind is not_found, disabled, invalid_input,
+    circuit_open, timeout, refused (the tool could not do what was asked) or
+    failed (the tool broke)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class ToolRegistry:
+    def __init__(self, tools: Iterable[Tool], breaker: Callable[[], CircuitBreaker] = CircuitBreaker) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"two tools are named {tool.name!r}")
+            Draft202012Validator.check_schema(tool.input_schema)
+            self._tools[tool.name] = tool
+            self._validators[tool.name] = Draft202012Validator(tool.input_schema)
+            self._breakers[tool.name] = breaker()
+
+    def tools(self) -> list[tuple[Tool, str]]:
+        """Every tool with its breaker's state, by name."""
+        return [(tool, self._breakers[name].state) for name, tool in sorted(self._tools.items())]
+
+    def enabled(self) -> list[Tool]:
+        return [tool for tool, _ in self.tools() if tool.enabled]
+
+    def _checked(self, name: str, arguments: Any) -> Tool:
+        tool = self._tools.get(name)
+        if tool is None:
+            raise ToolCallError("not_found", f"there is no tool named {name!r}; tools: {', '.join(self._tools)}")
+        if not tool.enabled:
+            raise ToolCallError("disabled", f"the tool {name!r} is turned off on this server")
+        error = best_match(self._validators[name].iter_errors(arguments))
+        if error is not None:
+            where = "input" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            raise ToolCallError("invalid_input", f"{where}: {error.message}")
+        return tool
+
+    async def call(self, name: str, arguments: Any) -> Any:
+        tool = self._checked(name, arguments)
+        breaker = self._breakers[name]
+        if not breaker.allow():
+            raise ToolCallError("circuit_open", f"the tool {name!r} failed {breaker.failures} times in a row; "
+                                                f"next try in {breaker.seconds_until_trial():.0f} s")
+        try:
+            async with asyncio.timeout(tool.timeout_seconds):
+                result = await tool.run(arguments)
+        except ToolError as error:
+            breaker.succeeded()  # it answered: the request was what it could not do
+            raise ToolCallError("refused", str(error)) from None
+        except TimeoutError:
+            breaker.failed()
+            raise ToolCallError("timeout", f"the tool {name!r} took longer than {tool.timeout_seconds:g} s") \
+                from None
+        except Exception as error:
+            breaker.failed()
+            raise ToolCallError("failed", f"the tool {name!r} failed: {error}") from error
+        breaker.succeeded()
+        return result
