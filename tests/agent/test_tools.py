@@ -70,7 +70,7 @@ def test_a_breaker_opens_after_failures_and_lets_one_trial_through_after_its_coo
 
 
 def flaky_tool(outcomes: list) -> Tool:
-    async def run(arguments):
+    async def run(arguments, context):
         outcome = outcomes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome

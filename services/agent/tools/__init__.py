@@ -14,11 +14,19 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """What a call knows of the run it belongs to."""
+
+    # Knowledge bases the run may search; empty for all of the caller's tenant.
+    kb_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
     input_schema: dict[str, Any]
-    run: Callable[[dict[str, Any]], Awaitable[Any]]
+    run: Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
     # Longest one call may take.
     timeout_seconds: float = 10.0
     enabled: bool = True

@@ -11,7 +11,7 @@ import operator
 import re
 from typing import Any
 
-from services.agent.tools import Tool, ToolError
+from services.agent.tools import Tool, ToolContext, ToolError
 
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 1000
@@ -88,7 +88,7 @@ def calculate(expression: str) -> float | int:
     return int(result) if isinstance(result, float) and result.is_integer() and abs(result) < 2**53 else result
 
 
-async def _run(arguments: dict[str, Any]) -> dict[str, Any]:
+async def _run(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     return {"expression": arguments["expression"], "result": calculate(arguments["expression"])}
 
 

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.agent.tools import Tool, ToolError
+from services.agent.tools import Tool, ToolContext, ToolError
 
 
-async def _run(arguments: dict[str, Any]) -> dict[str, Any]:
+async def _run(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     name = arguments.get("timezone", "UTC")
     try:
         zone = timezone.utc if name == "UTC" else ZoneInfo(name)

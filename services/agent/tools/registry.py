@@ -11,7 +11,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from services.agent.tools import Tool, ToolError
+from services.agent.tools import Tool, ToolContext, ToolError
 from services.agent.tools.breaker import CircuitBreaker
 
 
@@ -58,7 +58,7 @@ class ToolRegistry:
             raise ToolCallError("invalid_input", f"{where}: {error.message}")
         return tool
 
-    async def call(self, name: str, arguments: Any) -> Any:
+    async def call(self, name: str, arguments: Any, context: ToolContext = ToolContext()) -> Any:
         tool = self._checked(name, arguments)
         breaker = self._breakers[name]
         if not breaker.allow():
@@ -66,7 +66,7 @@ class ToolRegistry:
                                                 f"next try in {breaker.seconds_until_trial():.0f} s")
         try:
             async with asyncio.timeout(tool.timeout_seconds):
-                result = await tool.run(arguments)
+                result = await tool.run(arguments, context)
         except ToolError as error:
             breaker.succeeded()  # it answered: the request was what it could not do
             raise ToolCallError("refused", str(error)) from None
