@@ -140,6 +140,32 @@ async def test_the_quick_start_works_end_to_end(mesh):
             _ = [line async for line in watch.aiter_lines()]
         assert not (await ask_fresh("How much are meals reimbursed per day?"))["metrics"]["cacheHit"]
 
+        # The agent example: a lookup in the reports, then a computation over what it found.
+        report = await client.post(f"/api/v1/knowledge/bases/{kb['id']}/documents", headers=ann, files={
+            "file": ("q3-report.txt", b"Revenue was 3.75 million euros in Q2 2024 and 4.2 million euros in Q3 2024.",
+                     "text/plain")})
+        async with client.stream("GET", f"/api/v1/knowledge/documents/{report.json()['documentId']}/status:watch",
+                                  headers=ann) as watch:
+            _ = [line async for line in watch.aiter_lines()]
+        executed = await client.post("/api/v1/agent/execute", headers=ann, json={
+            "task": "Look up last quarter's revenue figures in our reports and compute the growth rate",
+            "kbIds": [kb["id"]]})
+        assert executed.status_code == 200, executed.text
+        run = executed.json()
+        assert run["status"] == "RUN_STATUS_COMPLETED", run
+        assert [step["tool"] for step in run["plan"]] == ["knowledge_base", "calculator"]
+        assert run["finalResult"] == "(4.2 - 3.75) / 3.75 * 100 = 12"
+        kept = await client.get(f"/api/v1/agent/runs/{run['taskId']}", headers=ann)
+        assert kept.json()["finalResult"] == run["finalResult"]
+
+        # An agent conversation hands the message to the agent as a task.
+        agent_conversation = (await client.post("/api/v1/conversations", headers=ann,
+                                                json={"mode": "CONVERSATION_MODE_AGENT"})).json()
+        tasked = await client.post(f"/api/v1/conversations/{agent_conversation['id']}/messages", headers=ann,
+                                   json={"content": "What is 15% of 80?"})
+        assert tasked.json()["message"]["content"] == "15% of 80 = 12"
+        assert tasked.json()["message"]["metrics"]["generator"] == "agent"
+
         # Another user of the same tenant cannot read it.
         bob = await login(client, "bob@example.com")
         hidden = await client.get(f"/api/v1/conversations/{conversation['id']}", headers=bob)

@@ -23,6 +23,7 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
     rag_engine_address = f"127.0.0.1:{free_port()}"
     knowledge_address = f"127.0.0.1:{free_port()}"
     conversation_address = f"127.0.0.1:{free_port()}"
+    agent_address = f"127.0.0.1:{free_port()}"
     http_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SAGEMESH_")},
@@ -30,6 +31,7 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
         "SAGEMESH_RAG_ENGINE_ADDR": rag_engine_address,
         "SAGEMESH_KNOWLEDGE_ADDR": knowledge_address,
         "SAGEMESH_CONVERSATION_ADDR": conversation_address,
+        "SAGEMESH_AGENT_ADDR": agent_address,
         "SAGEMESH_DATA_DIR": str(tmp_path),
         "SAGEMESH_GRACE_PERIOD_SECONDS": "2",
         "SAGEMESH_HTTP_PORT": str(http_port),
@@ -54,10 +56,12 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
         assert f"rag_engine    grpc  {rag_engine_address}" in output
         assert f"knowledge     grpc  {knowledge_address}" in output
         assert f"conversation  grpc  {conversation_address}" in output
+        assert f"agent         grpc  {agent_address}" in output
         assert f"gateway       http  http://127.0.0.1:{http_port}" in output
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as reply:
             assert json.load(reply)["backends"] == {"identity": "SERVING", "conversation": "SERVING",
-                                                   "knowledge": "SERVING", "rag_engine": "SERVING"}
+                                                   "knowledge": "SERVING", "rag_engine": "SERVING",
+                                                   "agent": "SERVING"}
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=20) == 0
     finally:

@@ -46,7 +46,12 @@ class RagAnswerer:
                     yield AnswerResult(done.answer, [MessageToDict(s) for s in done.sources],
                                        MessageToDict(done.metrics))
         except grpc.aio.AioRpcError as error:
-            kind = _PASSED_ON.get(error.code())
-            if kind is None:
-                raise errors.Unavailable(f"the rag_engine could not answer ({error.code().name})") from error
-            raise kind(error.details() or error.code().name) from error
+            raise passed_on(error, "rag_engine") from error
+
+
+def passed_on(error: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
+    """The answering service's failure as this service reports it."""
+    kind = _PASSED_ON.get(error.code())
+    if kind is None:
+        return errors.Unavailable(f"the {service} could not answer ({error.code().name})")
+    return kind(error.details() or error.code().name)

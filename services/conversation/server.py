@@ -9,6 +9,7 @@ from meshkit import db, server
 from meshkit.channels import channel_to
 from meshkit.topology import SERVICES
 from sagemesh.conversation.v1 import conversation_pb2_grpc
+from services.conversation.answerer_agent import AgentAnswerer
 from services.conversation.answerer_rag import RagAnswerer
 from services.conversation.chats import Chats, ChatsConfig
 from services.conversation.domain import Mode
@@ -23,9 +24,11 @@ async def build(settings: ConversationSettings) -> server.ServiceApp:
     engine = db.create_engine(settings.database_url_for("conversation"))
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_conversation")
     rag_engine = channel_to("rag_engine", settings)
+    agent = channel_to("agent", settings)
     chats = Chats(
         SqlConversationStore(engine),
-        {Mode.RAG: RagAnswerer(rag_engine, settings.answer_timeout_seconds)},
+        {Mode.RAG: RagAnswerer(rag_engine, settings.answer_timeout_seconds),
+         Mode.AGENT: AgentAnswerer(agent, settings.answer_timeout_seconds)},
         ChatsConfig(history_messages=settings.history_messages,
                     answer_timeout_seconds=settings.answer_timeout_seconds),
     )
@@ -34,7 +37,7 @@ async def build(settings: ConversationSettings) -> server.ServiceApp:
         register=partial(conversation_pb2_grpc.add_ConversationServiceServicer_to_server,
                          ConversationServicer(chats)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[chats.close, rag_engine.close, engine.dispose],
+        on_shutdown=[chats.close, rag_engine.close, agent.close, engine.dispose],
     )
 
 

@@ -127,13 +127,6 @@ async def test_bad_messages_are_refused(conversations, content, code):
     assert refused.value.code() == code
 
 
-async def test_agent_conversations_are_refused_until_the_agent_exists(conversations):
-    conversation = await conversations.create(ANN, mode=pb.CONVERSATION_MODE_AGENT)
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await conversations.send(ANN, conversation.id, "Plan my trip")
-    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-
 async def test_an_unreachable_rag_engine_leaves_nothing_half_written(tmp_path, keys_dir, tokens):
     async with conversation_serving(tmp_path, keys_dir, tokens, f"127.0.0.1:{free_port()}",
                                     retry_max_backoff_seconds=0.2) as conversations:

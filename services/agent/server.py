@@ -1,0 +1,53 @@
+"""The agent service: `python -m services.agent.server`."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from meshkit import db, server
+from meshkit.channels import channel_to
+from meshkit.topology import SERVICES
+from sagemesh.agent.v1 import agent_pb2_grpc
+from services.agent.agents import Agents, AgentsConfig
+from services.agent.executor import Executor, RulesPlanner
+from services.agent.retriever_grpc import GrpcRetriever
+from services.agent.servicer import AgentServicer
+from services.agent.settings import AgentSettings
+from services.agent.store_sql import SqlRunStore
+from services.agent.tools import calculator, current_time
+from services.agent.tools.breaker import CircuitBreaker
+from services.agent.tools.http_get import http_get_tool
+from services.agent.tools.knowledge_base import knowledge_base_tool
+from services.agent.tools.registry import ToolRegistry
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def build(settings: AgentSettings) -> server.ServiceApp:
+    engine = db.create_engine(settings.database_url_for("agent"))
+    await db.migrate(engine, MIGRATIONS, version_table="alembic_version_agent")
+    rag_engine = channel_to("rag_engine", settings)
+    registry = ToolRegistry(
+        [calculator.TOOL, current_time.TOOL, knowledge_base_tool(GrpcRetriever(rag_engine)),
+         http_get_tool(settings.agent_http_allowed_hosts.split(","))],
+        breaker=partial(CircuitBreaker, settings.tool_breaker_threshold, settings.tool_breaker_cool_down_seconds),
+    )
+    agents = Agents(registry, Executor(registry, RulesPlanner()), SqlRunStore(engine), AgentsConfig(
+        default_max_steps=settings.agent_default_max_steps, max_steps_limit=settings.agent_max_steps_limit,
+        deadline_seconds=settings.agent_deadline_seconds,
+    ))
+    return server.ServiceApp(
+        info=SERVICES["agent"],
+        register=partial(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(agents)),
+        health_checks={"database": partial(db.ping, engine)},
+        on_shutdown=[rag_engine.close, engine.dispose],
+    )
+
+
+def main() -> None:
+    server.run("agent", build, AgentSettings())
+
+
+if __name__ == "__main__":
+    main()

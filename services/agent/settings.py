@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from meshkit.settings import MeshSettings
+
+
+class AgentSettings(MeshSettings):
+    agent_default_max_steps: int = 10
+    agent_max_steps_limit: int = 50
+    # Longest a run may take, all steps together.
+    agent_deadline_seconds: float = 60.0
+    # Hosts http_get may fetch from, comma-separated; empty turns http_get off.
+    agent_http_allowed_hosts: str = ""
+    # A tool that fails this many times in a row is not called for the cool-down.
+    tool_breaker_threshold: int = 3
+    tool_breaker_cool_down_seconds: float = 30.0
