@@ -13,6 +13,9 @@ from typing import Any
 from meshkit.errors import InvalidArgument, NotFound
 from services.agent.domain import Mode, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Executor, Limits
+from services.agent.planner_rules import NeedsModel
+from services.agent.react_llm import react
+from services.agent.reasoner_openai import ChatReasoner
 from services.agent.store import RunStore
 from services.agent.tools import Tool, ToolContext
 from services.agent.tools.registry import ToolRegistry
@@ -64,11 +67,26 @@ def run_from_json(data: dict[str, Any]) -> Run:
 
 
 class Agents:
-    def __init__(self, registry: ToolRegistry, executor: Executor, store: RunStore, config: AgentsConfig) -> None:
+    def __init__(self, registry: ToolRegistry, executor: Executor, store: RunStore, config: AgentsConfig,
+                 reasoner: ChatReasoner | None = None) -> None:
         self.registry = registry
         self.executor = executor
         self.store = store
         self.config = config
+        self.reasoner = reasoner
+
+    def _needs_model(self, task: str, mode: Mode, tools: list[str]) -> bool:
+        """ReAct runs on the model when there is one; a plan-and-execute task
+        goes to it only when the offline planner cannot plan it."""
+        if self.reasoner is None:
+            return False
+        if mode is Mode.REACT:
+            return True
+        try:
+            self.executor.planner.plan(task, tools)
+        except NeedsModel:
+            return True
+        return False
 
     def tools(self) -> list[tuple[Tool, str]]:
         return self.registry.tools()
@@ -99,7 +117,12 @@ class Agents:
         trace: list[TraceStep] = []
         limits = Limits(max_steps, self.config.deadline_seconds)
         context = ToolContext(kb_ids=tuple(dict.fromkeys(kb_ids)))
-        async for event in self.executor.run(task, mode, allowed, limits, context, reflect):
+        if self._needs_model(task, mode, allowed):
+            events = react(task, self.reasoner, self.registry,
+                           [t for t in self.registry.enabled() if t.name in allowed], limits, context)
+        else:
+            events = self.executor.run(task, mode, allowed, limits, context, reflect)
+        async for event in events:
             if isinstance(event, tuple):
                 outcome, stats = event
                 run = Run(str(uuid.uuid4()), task, mode, outcome.status, outcome.reason, plan, trace,

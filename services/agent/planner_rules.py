@@ -46,7 +46,7 @@ _FIGURE = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
 _YEAR = re.compile(r"^(19|20)\d\d$")
 MODEL_NEEDED = ("the offline planner handles arithmetic, lookups in the knowledge bases and computations "
                 "over what they find; this task needs a language model, and none is configured "
-                "(SAGEMESH_AGENT_GENERATOR)")
+                "(SAGEMESH_AGENT_REASONER_URL)")
 
 
 class NeedsModel(Exception):

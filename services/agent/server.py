@@ -11,6 +11,7 @@ from meshkit.topology import SERVICES
 from sagemesh.agent.v1 import agent_pb2_grpc
 from services.agent.agents import Agents, AgentsConfig
 from services.agent.executor import Executor, RulesPlanner
+from services.agent.reasoner_openai import ChatReasoner
 from services.agent.retriever_grpc import GrpcRetriever
 from services.agent.servicer import AgentServicer
 from services.agent.settings import AgentSettings
@@ -33,15 +34,20 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
          http_get_tool(settings.agent_http_allowed_hosts.split(","))],
         breaker=partial(CircuitBreaker, settings.tool_breaker_threshold, settings.tool_breaker_cool_down_seconds),
     )
+    reasoner = None
+    if settings.agent_reasoner_url:
+        models = [m.strip() for m in settings.agent_reasoner_models.split(",") if m.strip()]
+        reasoner = ChatReasoner(settings.agent_reasoner_url, models, settings.agent_reasoner_api_key,
+                                settings.agent_reasoner_timeout_seconds)
     agents = Agents(registry, Executor(registry, RulesPlanner()), SqlRunStore(engine), AgentsConfig(
         default_max_steps=settings.agent_default_max_steps, max_steps_limit=settings.agent_max_steps_limit,
         deadline_seconds=settings.agent_deadline_seconds,
-    ))
+    ), reasoner)
     return server.ServiceApp(
         info=SERVICES["agent"],
         register=partial(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(agents)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[rag_engine.close, engine.dispose],
+        on_shutdown=[rag_engine.close, engine.dispose] + ([reasoner.close] if reasoner else []),
     )
 
 

@@ -8,6 +8,12 @@ class AgentSettings(MeshSettings):
     agent_max_steps_limit: int = 50
     # Longest a run may take, all steps together.
     agent_deadline_seconds: float = 60.0
+    # A reasoning model for ReAct and for tasks the offline planner cannot
+    # plan: an OpenAI-compatible server with tool calling, models in fallback order.
+    agent_reasoner_url: str | None = None
+    agent_reasoner_models: str = ""
+    agent_reasoner_api_key: str = ""
+    agent_reasoner_timeout_seconds: float = 60.0
     # Hosts http_get may fetch from, comma-separated; empty turns http_get off.
     agent_http_allowed_hosts: str = ""
     # A tool that fails this many times in a row is not called for the cool-down.

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from services.rag_engine.embedding import normalised
-from services.rag_engine.model_http import post_json
+from meshkit.model_http import post_json
 
 class EmbeddingResponseError(RuntimeError):
     """The endpoint answered something unusable. Not a ServiceError: the

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.rag_engine.model_http import post_json
+from meshkit.model_http import post_json
 
 _PATHS = {"tei": "/rerank", "cohere": "/v1/rerank"}
 

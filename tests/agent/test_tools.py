@@ -28,6 +28,7 @@ from services.agent.tools.registry import ToolCallError, ToolRegistry
     ("1,250,000 / 4", 312500),
     ("-(3 - 5) ** 2", -4),
     ("ln(e)", 1),
+    ("0.1 + 0.2", 0.3),
 ])
 def test_the_calculator_computes(expression, expected):
     assert calculate(expression) == expected

@@ -85,7 +85,11 @@ def calculate(expression: str) -> float | int:
     except SyntaxError:
         raise ToolError(f"{expression!r} is not an arithmetic expression") from None
     result = _evaluate(tree)
-    return int(result) if isinstance(result, float) and result.is_integer() and abs(result) < 2**53 else result
+    if isinstance(result, float):
+        # Binary floating point leaves noise a person would not write: 12.000000000000005.
+        result = float(f"{result:.12g}")
+        return int(result) if result.is_integer() and abs(result) < 2**53 else result
+    return result
 
 
 async def _run(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:

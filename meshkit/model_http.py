@@ -1,4 +1,4 @@
-"""One POST to a model server (embeddings, rerank), with the failures that are
+"""One POST to a model server (embeddings, rerank, reasoning), with the failures that are
 worth retrying told apart from the ones that are not."""
 
 from __future__ import annotations

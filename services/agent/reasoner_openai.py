@@ -1,0 +1,88 @@
+"""The agent's reasoning model: an OpenAI-compatible chat-completions server
+with native tool calling (vLLM, Ollama, llama.cpp's server, OpenAI), tried
+along a chain of models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from meshkit.errors import FailedPrecondition, Unavailable
+from services.agent.tools import Tool
+from meshkit.model_http import post_json
+
+
+class ReasonerRefused(FailedPrecondition):
+    pass
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    # As the model wrote it: it may not be valid JSON.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+    def as_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in self.tool_calls]
+        return message
+
+
+def tool_specs(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.input_schema}} for t in tools]
+
+
+class ChatReasoner:
+    def __init__(self, base_url: str, models: Sequence[str], api_key: str = "", timeout: float = 60.0) -> None:
+        if not models:
+            raise ValueError("the reasoner needs at least one model")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.models = list(models)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+
+    async def next(self, messages: list[dict[str, Any]], tools: Sequence[Tool]) -> Turn:
+        """The model's next turn: tool calls to make, or its final answer."""
+        unavailable: Unavailable | None = None
+        for model in self.models:
+            payload = {"model": model, "messages": messages, "tools": tool_specs(tools), "temperature": 0}
+            try:
+                body = await post_json(self.client, self.url, payload, "reasoning model", ReasonerRefused)
+            except Unavailable as error:
+                unavailable = error  # the next model in the chain may answer
+                continue
+            return _turn(body, model)
+        raise unavailable or Unavailable("the reasoning model is unavailable")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _turn(body: dict[str, Any], model: str) -> Turn:
+    try:
+        message = body["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        raise ReasonerRefused(f"the reasoning model answered without a message: {json.dumps(body)[:300]}") from None
+    calls = [ToolCall(c.get("id", f"call-{i}"), c["function"]["name"], c["function"].get("arguments") or "{}")
+             for i, c in enumerate(message.get("tool_calls") or [])]
+    usage = body.get("usage") or {}
+    return Turn(message.get("content") or "", calls, int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)), model)
