@@ -6,9 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from meshkit.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -34,3 +39,16 @@ def decode_token(token: str) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(stamp), str(item_id)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise InvalidArgument("is not a token this service issued", field="page_token") from None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str = ""
+
+
+def page_of(items: list[T], size: int, sort_key: Callable[[T], tuple[datetime, str]]) -> Page[T]:
+    """A page from `items`, fetched one past `size` to learn whether more follow."""
+    if len(items) <= size:
+        return Page(items)
+    return Page(items[:size], encode_token(*sort_key(items[size - 1])))

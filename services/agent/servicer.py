@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshkit.auth import current_principal
+from meshkit.protos import timestamp
 from sagemesh.agent.v1 import agent_pb2 as pb
 from sagemesh.agent.v1 import agent_pb2_grpc
 from services.agent.agents import Agents, Caller, Run
@@ -41,8 +41,6 @@ def step_message(step: TraceStep) -> pb.TraceStep:
 
 
 def run_message(run: Run) -> pb.AgentRun:
-    created_at = Timestamp()
-    created_at.FromDatetime(run.created_at)
     stats = run.stats
     return pb.AgentRun(
         task_id=run.id, task=run.task, mode=MODES[run.mode], status=STATUSES[run.status],
@@ -51,7 +49,7 @@ def run_message(run: Run) -> pb.AgentRun:
         stats=pb.ExecutionStats(steps=stats.steps, tool_calls=stats.tool_calls, duration_ms=stats.duration_ms,
                                 prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
                                 estimated_cost_usd=stats.cost_usd),
-        created_at=created_at,
+        created_at=timestamp(run.created_at),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from meshkit import paging
+from meshkit.paging import Page
 from meshkit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.conversation.answerer import Answerer
 from services.conversation.domain import AnswerResult, Conversation, Message, Mode
@@ -42,12 +43,6 @@ class ChatsConfig:
 class Caller:
     tenant_id: str
     user_id: str
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list
-    next_page_token: str = ""
 
 
 def _kb_ids(kb_ids: Sequence[str], field: str) -> tuple[str, ...]:
@@ -85,7 +80,7 @@ class Chats:
     async def list(self, caller: Caller, page_size: int, page_token: str) -> Page:
         size = paging.page_size(page_size)
         items = await self.store.list_conversations(caller.user_id, size + 1, paging.decode_token(page_token))
-        return _page(items, size, lambda c: (c.updated_at, c.id))
+        return paging.page_of(items, size, lambda c: (c.updated_at, c.id))
 
     async def delete(self, caller: Caller, conversation_id: str) -> None:
         if not await self.store.delete_conversation(caller.user_id, conversation_id):
@@ -96,7 +91,7 @@ class Chats:
         after = paging.decode_token(page_token)
         conversation = await self.get(caller, conversation_id)
         items = await self.store.messages(conversation.id, size + 1, after)
-        return _page(items, size, lambda m: (m.created_at, m.id))
+        return paging.page_of(items, size, lambda m: (m.created_at, m.id))
 
     async def send(self, caller: Caller, conversation_id: str, content: str, kb_ids: Sequence[str] = (),
                    use_rerank: bool = False, idempotency_key: str = "") -> AsyncIterator[Message | str]:
@@ -173,9 +168,3 @@ class Chats:
         with contextlib.suppress(Exception):
             await self.store.forget(user_message)
         events.put_nowait(error if isinstance(error, Exception) else RuntimeError("answering was cancelled"))
-
-
-def _page(items: list, size: int, key) -> Page:
-    if len(items) <= size:
-        return Page(items)
-    return Page(items[:size], paging.encode_token(*key(items[size - 1])))

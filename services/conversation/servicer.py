@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from google.protobuf.json_format import ParseDict
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshkit.auth import current_principal
+from meshkit.protos import timestamp
 from sagemesh.conversation.v1 import conversation_pb2 as pb
 from sagemesh.conversation.v1 import conversation_pb2_grpc
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as rag_pb
@@ -21,17 +21,12 @@ def _caller() -> Caller:
     return Caller(principal.tenant_id, principal.user_id)
 
 
-def _timestamp(value) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
 
 def conversation_message(conversation: Conversation) -> pb.Conversation:
     return pb.Conversation(
         id=conversation.id, title=conversation.title, mode=MODES[conversation.mode],
         kb_ids=list(conversation.kb_ids), message_count=conversation.message_count,
-        created_at=_timestamp(conversation.created_at), updated_at=_timestamp(conversation.updated_at),
+        created_at=timestamp(conversation.created_at), updated_at=timestamp(conversation.updated_at),
     )
 
 
@@ -39,7 +34,7 @@ def message_message(message: Message) -> pb.Message:
     result = pb.Message(
         id=message.id, conversation_id=message.conversation_id, role=ROLES[message.role], content=message.content,
         sources=[ParseDict(source, rag_pb.Source(), ignore_unknown_fields=True) for source in message.sources],
-        parent_id=message.parent_id, created_at=_timestamp(message.created_at),
+        parent_id=message.parent_id, created_at=timestamp(message.created_at),
     )
     if message.metrics:  # answers have metrics; a user's message has none to show
         ParseDict(message.metrics, result.metrics, ignore_unknown_fields=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshkit.auth import current_principal
+from meshkit.protos import timestamp
 from sagemesh.identity.v1 import identity_pb2 as pb
 from sagemesh.identity.v1 import identity_pb2_grpc
 from services.identity.accounts import Accounts
@@ -12,11 +13,6 @@ from services.identity.domain import IssuedTokens, Role, User
 
 _ROLES = {Role.MEMBER: pb.ROLE_MEMBER, Role.ADMIN: pb.ROLE_ADMIN}
 
-
-def _timestamp(value) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def user_message(user: User) -> pb.User:
@@ -27,7 +23,7 @@ def user_message(user: User) -> pb.User:
         email=user.email,
         display_name=user.display_name,
         role=_ROLES[user.role],
-        created_at=_timestamp(user.created_at),
+        created_at=timestamp(user.created_at),
     )
 
 

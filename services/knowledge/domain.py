@@ -5,9 +5,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
 
 
 class DocumentStatus(enum.Enum):
@@ -72,9 +69,3 @@ class Document:
     # overwrite the newer one's status.
     generation: int = 0
     attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str = ""

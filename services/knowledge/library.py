@@ -14,7 +14,8 @@ from meshkit import paging
 from meshkit.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from services.knowledge.blobs import BlobStore, TooLarge
 from services.knowledge.chunking import ChunkingSettings
-from services.knowledge.domain import Document, KnowledgeBase, Page
+from meshkit.paging import Page
+from services.knowledge.domain import Document, KnowledgeBase
 from services.knowledge.indexer import ChunkIndexer, IndexUnavailable
 from services.knowledge.parsers import UnsupportedType, resolve_content_type
 from services.knowledge.status_board import StatusBoard
@@ -75,6 +76,10 @@ def _metadata(metadata: dict[str, str]) -> dict[str, str]:
     return dict(metadata)
 
 
+def _created(item: Document | KnowledgeBase) -> tuple:
+    return item.created_at, item.id
+
+
 class Library:
     def __init__(self, store: KnowledgeStore, blobs: BlobStore, indexer: ChunkIndexer, board: StatusBoard,
                  config: LibraryConfig, queued: Callable[[], None]) -> None:
@@ -119,7 +124,7 @@ class Library:
     async def list_knowledge_bases(self, tenant_id: str, page_size: int, page_token: str) -> Page[KnowledgeBase]:
         size = paging.page_size(page_size)
         items = await self.store.list_knowledge_bases(tenant_id, size + 1, paging.decode_token(page_token))
-        return _page(items, size)
+        return paging.page_of(items, size, _created)
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> None:
         await self.knowledge_base(tenant_id, kb_id)
@@ -176,7 +181,7 @@ class Library:
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token)
         await self.knowledge_base(tenant_id, kb_id)
-        return _page(await self.store.list_documents(tenant_id, kb_id, size + 1, after), size)
+        return paging.page_of(await self.store.list_documents(tenant_id, kb_id, size + 1, after), size, _created)
 
     async def delete_document(self, tenant_id: str, document_id: str) -> None:
         document = await self.document(tenant_id, document_id)
@@ -215,10 +220,3 @@ class Library:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self.config.watch_poll_seconds)
-
-
-def _page(items: list, size: int) -> Page:
-    if len(items) <= size:
-        return Page(items)
-    last = items[size - 1]
-    return Page(items[:size], paging.encode_token(last.created_at, last.id))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from meshkit.auth import current_principal
 from meshkit.errors import InvalidArgument
+from meshkit.protos import timestamp
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from services.knowledge.domain import Document, DocumentStatus, KnowledgeBase
@@ -23,18 +22,13 @@ STATUSES = {
 }
 
 
-def _timestamp(value) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
 
 def knowledge_base_message(kb: KnowledgeBase) -> pb.KnowledgeBase:
     return pb.KnowledgeBase(
         id=kb.id, name=kb.name, display_name=kb.display_name, description=kb.description,
         chunking=pb.ChunkingConfig(max_tokens=kb.chunk_max_tokens, overlap_tokens=kb.chunk_overlap_tokens),
-        document_count=kb.document_count, created_at=_timestamp(kb.created_at),
-        updated_at=_timestamp(kb.updated_at),
+        document_count=kb.document_count, created_at=timestamp(kb.created_at),
+        updated_at=timestamp(kb.updated_at),
     )
 
 
@@ -48,8 +42,8 @@ def document_message(document: Document) -> pb.Document:
         id=document.id, kb_id=document.kb_id, filename=document.filename, content_type=document.content_type,
         size_bytes=document.size_bytes, sha256=document.sha256, status=STATUSES[document.status],
         chunk_count=document.chunk_count, vector_count=document.vector_count, error=document.error,
-        timings=_timings(document), metadata=document.metadata, created_at=_timestamp(document.created_at),
-        updated_at=_timestamp(document.updated_at),
+        timings=_timings(document), metadata=document.metadata, created_at=timestamp(document.created_at),
+        updated_at=timestamp(document.updated_at),
     )
 
 
@@ -57,7 +51,7 @@ def status_message(document: Document) -> pb.GetDocumentStatusResponse:
     return pb.GetDocumentStatusResponse(
         document_id=document.id, status=STATUSES[document.status], chunk_count=document.chunk_count,
         vector_count=document.vector_count, error=document.error, timings=_timings(document),
-        updated_at=_timestamp(document.updated_at),
+        updated_at=timestamp(document.updated_at),
     )
 
 
