@@ -188,3 +188,27 @@ async def test_a_client_that_leaves_mid_stream_still_gets_its_answer_stored(mesh
                 break
             await asyncio.sleep(0.1)
         assert [m["role"] for m in listed["messages"]] == ["MESSAGE_ROLE_USER", "MESSAGE_ROLE_ASSISTANT"]
+
+
+async def test_the_agent_over_rest_computes_lists_its_tools_and_stops_at_max_steps(mesh):
+    async with httpx.AsyncClient(base_url=mesh, timeout=60) as client:
+        dana = await login(client, "dana@example.com")
+        tools = (await client.get("/api/v1/agent/tools", headers=dana)).json()["tools"]
+        assert {t["name"] for t in tools} == {"calculator", "current_time", "knowledge_base", "http_get"}
+        assert next(t for t in tools if t["name"] == "calculator")["inputSchema"]["required"] == ["expression"]
+
+        computed = (await client.post("/api/v1/agent/execute", headers=dana,
+                                      json={"task": "What is 15% of 80?", "tools": ["calculator"]})).json()
+        assert computed["status"] == "RUN_STATUS_COMPLETED" and computed["finalResult"] == "15% of 80 = 12"
+
+        stopped = (await client.post("/api/v1/agent/execute", headers=dana, json={
+            "task": "compute 1 + 1; compute 2 + 2; compute 3 + 3", "maxSteps": 2})).json()
+        assert stopped["status"] == "RUN_STATUS_STOPPED" and "max_steps (2)" in stopped["statusReason"]
+
+        needs_model = (await client.post("/api/v1/agent/execute", headers=dana,
+                                         json={"task": "Write a haiku about the office"})).json()
+        assert needs_model["status"] == "RUN_STATUS_FAILED" and "language model" in needs_model["statusReason"]
+
+        refused = await client.post("/api/v1/agent/execute", headers=dana,
+                                    json={"task": "1 + 1", "tools": ["shell"]})
+        assert refused.status_code == 400 and "shell" in refused.json()["message"]
