@@ -3,6 +3,7 @@ its user. Knows nothing of gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -74,6 +75,7 @@ class Agents:
         self.store = store
         self.config = config
         self.reasoner = reasoner
+        self._running: set[asyncio.Task] = set()
 
     def _needs_model(self, task: str, mode: Mode, tools: list[str]) -> bool:
         """ReAct runs on the model when there is one; a plan-and-execute task
@@ -113,8 +115,6 @@ class Agents:
             raise InvalidArgument(f"must be between 1 and {self.config.max_steps_limit}", field="max_steps")
         allowed = self._tools(tools)
         created_at = datetime.now(timezone.utc)
-        plan: list[PlanStep] = []
-        trace: list[TraceStep] = []
         limits = Limits(max_steps, self.config.deadline_seconds)
         context = ToolContext(kb_ids=tuple(dict.fromkeys(kb_ids)))
         if self._needs_model(task, mode, allowed):
@@ -122,19 +122,45 @@ class Agents:
                            [t for t in self.registry.enabled() if t.name in allowed], limits, context)
         else:
             events = self.executor.run(task, mode, allowed, limits, context, reflect)
-        async for event in events:
-            if isinstance(event, tuple):
-                outcome, stats = event
-                run = Run(str(uuid.uuid4()), task, mode, outcome.status, outcome.reason, plan, trace,
-                          outcome.result, stats, created_at)
-                await self.store.save(run.id, caller.tenant_id, caller.user_id, task, run_to_json(run))
-                yield run
-                return
-            if isinstance(event, list):
-                plan = event
-            else:
-                trace.append(event)
+        # The run goes on in a task of its own: a caller that leaves mid-run
+        # finds it later with GetRun.
+        queue: asyncio.Queue[list[PlanStep] | TraceStep | Run | BaseException] = asyncio.Queue()
+        running = asyncio.create_task(self._keep(caller, task, mode, created_at, events, queue))
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+        while True:
+            event = await queue.get()
+            if isinstance(event, BaseException):
+                raise event
             yield event
+            if isinstance(event, Run):
+                return
+
+    async def _keep(self, caller: Caller, task: str, mode: Mode, created_at: datetime, events,
+                    queue: asyncio.Queue) -> None:
+        plan: list[PlanStep] = []
+        trace: list[TraceStep] = []
+        try:
+            async for event in events:
+                if isinstance(event, tuple):
+                    outcome, stats = event
+                    run = Run(str(uuid.uuid4()), task, mode, outcome.status, outcome.reason, plan, trace,
+                              outcome.result, stats, created_at)
+                    await self.store.save(run.id, caller.tenant_id, caller.user_id, task, run_to_json(run))
+                    queue.put_nowait(run)
+                    return
+                if isinstance(event, list):
+                    plan = event
+                else:
+                    trace.append(event)
+                queue.put_nowait(event)
+        except Exception as error:
+            queue.put_nowait(error)
+
+    async def close(self) -> None:
+        """Lets the runs under way finish and be kept (each is bounded by its deadline)."""
+        if self._running:
+            await asyncio.wait(self._running, timeout=self.config.deadline_seconds)
 
     async def get(self, caller: Caller, run_id: str) -> Run:
         found = await self.store.run(caller.user_id, run_id) if run_id else None

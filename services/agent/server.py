@@ -47,7 +47,7 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
         info=SERVICES["agent"],
         register=partial(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(agents)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[rag_engine.close, engine.dispose] + ([reasoner.close] if reasoner else []),
+        on_shutdown=[agents.close, rag_engine.close, engine.dispose] + ([reasoner.close] if reasoner else []),
     )
 
 

@@ -1,15 +1,21 @@
 """Runs of the offline planner and the executor's guards, with the real
-calculator and a stand-in retriever (a fixed passage) behind knowledge_base."""
+calculator and a stand-in retriever (a fixed passage) behind knowledge_base;
+and a run kept though its caller left."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from sqlalchemy import text
 
+from meshkit import db
+from services.agent.agents import Agents, AgentsConfig, Caller
 from services.agent.domain import Mode, PlanStep, Status, StepType
 from services.agent.executor import Executor, Limits, RulesPlanner
 from services.agent.planner_rules import NeedsModel, plan
+from services.agent.server import MIGRATIONS
+from services.agent.store_sql import SqlRunStore
 from services.agent.tools import Tool, ToolContext, calculator, current_time
 from services.agent.tools.breaker import CircuitBreaker
 from services.agent.tools.knowledge_base import knowledge_base_tool
@@ -148,3 +154,27 @@ async def test_the_knowledge_base_tool_searches_the_runs_bases():
     registry = ToolRegistry([calculator.TOOL, knowledge_base_tool(retriever)])
     await run("What do our reports say about revenue?", registry=registry)
     assert retriever.queries == [("What do our reports say about revenue?", ("kb-reports",))]
+
+
+async def test_a_run_whose_caller_left_is_still_kept(tmp_path):
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'agent.db'}")
+    await db.migrate(engine, MIGRATIONS, version_table="alembic_version_agent")
+    registry = ToolRegistry([slow_tool()])
+    store = SqlRunStore(engine)
+
+    class ThreeWaits(RulesPlanner):
+        def plan(self, task, tools):
+            return [PlanStep(i, f"wait {i}", "slow", {"n": i}) for i in (1, 2, 3)]
+
+    agents = Agents(registry, Executor(registry, ThreeWaits()), store, AgentsConfig())
+    caller = Caller("t1", "u1")
+    events = agents.execute(caller, "wait three times", tools=["slow"])
+    assert isinstance(await anext(events), list)  # the plan; then the caller leaves
+    await events.aclose()
+    await agents.close()
+    async with engine.connect() as connection:
+        run_id = await connection.scalar(text("SELECT id FROM agent_runs"))
+    run = await agents.get(caller, run_id)
+    assert run.status is Status.COMPLETED and [s.action_input for s in run.trace if s.action] == [
+        {"n": 1}, {"n": 2}, {"n": 3}]
+    await engine.dispose()
