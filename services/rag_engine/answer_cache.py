@@ -95,6 +95,9 @@ class Lookup:
     found_by: str  # "cache", "semantic-cache", or "" on a miss
     key: str = ""
     bucket: str = ""
+    # The question's embedding, when the semantic lookup made one: keeping
+    # the answer reuses it.
+    vector: list[float] | None = None
 
 
 class AnswerCache:
@@ -130,25 +133,29 @@ class AnswerCache:
             found = await self.store.get(key)
             if found is not None:
                 return Lookup(from_json(found), "cache", key, bucket)
-            if self.semantic_threshold and (similar := await self._similar(bucket, question)) is not None:
-                return Lookup(similar, "semantic-cache", key, bucket)
-            return Lookup(None, "", key, bucket)
+            if not self.semantic_threshold:
+                return Lookup(None, "", key, bucket)
+            similar, vector = await self._similar(bucket, question)
+            return Lookup(similar, "semantic-cache" if similar else "", key, bucket, vector)
         except Exception:
             log.exception("the answer cache could not be read")
             return Lookup(None, "")
 
-    async def _similar(self, bucket: str, question: str) -> Answer | None:
+    async def _similar(self, bucket: str, question: str) -> tuple[Answer | None, list[float] | None]:
+        """The answer to the closest earlier question, if close enough, and
+        this question's embedding (None when there was nothing to compare)."""
         entries = await self.store.recent(bucket)
         if not entries:
-            return None
-        vector = np.asarray(await self.embed_query(normalized(question)), dtype=np.float32)
+            return None, None
+        embedded = [float(x) for x in await self.embed_query(normalized(question))]
+        vector = np.asarray(embedded, dtype=np.float32)
         stored = np.asarray([v for _, v in entries], dtype=np.float32)
         similarity = stored @ vector / (np.linalg.norm(stored, axis=1) * np.linalg.norm(vector) + 1e-12)
         best = int(np.argmax(similarity))
         if similarity[best] < self.semantic_threshold:
-            return None
+            return None, embedded
         found = await self.store.get(entries[best][0])
-        return from_json(found) if found is not None else None
+        return (from_json(found) if found is not None else None), embedded
 
     async def keep(self, lookup: Lookup, question: str, answer: Answer) -> None:
         if not lookup.key:
@@ -156,8 +163,7 @@ class AnswerCache:
         try:
             await self.store.put(lookup.key, to_json(answer), self.ttl)
             if self.semantic_threshold:
-                vector = await self.embed_query(normalized(question))
-                await self.store.remember(lookup.bucket, lookup.key, [float(x) for x in vector],
-                                          self.semantic_entries, self.ttl)
+                vector = lookup.vector or [float(x) for x in await self.embed_query(normalized(question))]
+                await self.store.remember(lookup.bucket, lookup.key, vector, self.semantic_entries, self.ttl)
         except Exception:
             log.exception("the answer cache could not be written")

@@ -85,6 +85,22 @@ async def test_a_close_paraphrase_is_a_semantic_hit(store):
     assert (await cache.lookup(scope, "Who closed the Lisbon office?", QueryOptions())).answer is None
 
 
+async def test_a_semantic_miss_embeds_the_question_once(store):
+    embedded: list[str] = []
+
+    async def embed(text: str) -> list[float]:
+        embedded.append(text)
+        return [1.0, 0.0] if "revenue" in text else [0.0, 1.0]
+
+    cache = AnswerCache(store, ttl_seconds=60, semantic_threshold=0.95, embed_query=embed)
+    scope = Scope(uuid.uuid4().hex, ("kb-a",))
+    for question in ("How much did revenue grow?", "Who closed the Lisbon office?"):
+        lookup = await cache.lookup(scope, question, QueryOptions())
+        assert lookup.answer is None
+        await cache.keep(lookup, question, an_answer())
+    assert embedded == ["how much did revenue grow", "who closed the lisbon office"]
+
+
 async def test_a_cache_that_is_down_misses_and_does_not_fail():
     cache = AnswerCache(RedisCacheStore(f"redis://127.0.0.1:{free_port()}/0"), ttl_seconds=60)
     lookup = await cache.lookup(Scope("t", ("kb",)), "q", QueryOptions())
