@@ -14,6 +14,7 @@ from typing import Any
 from meshkit.errors import InvalidArgument, NotFound
 from services.agent.domain import Mode, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Executor, Limits
+from services.agent.plan_execute_llm import ModelPlanExecutor
 from services.agent.planner_rules import NeedsModel
 from services.agent.react_llm import react
 from services.agent.reasoner_openai import ChatReasoner
@@ -29,6 +30,8 @@ class AgentsConfig:
     default_max_steps: int = 10
     max_steps_limit: int = 50
     deadline_seconds: float = 60.0
+    # How often a model-written plan is made again after a step fails.
+    max_replans: int = 2
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,12 @@ class Agents:
         limits = Limits(max_steps, self.config.deadline_seconds)
         context = ToolContext(kb_ids=tuple(dict.fromkeys(kb_ids)))
         if self._needs_model(task, mode, allowed):
-            events = react(task, self.reasoner, self.registry,
-                           [t for t in self.registry.enabled() if t.name in allowed], limits, context)
+            offered = [t for t in self.registry.enabled() if t.name in allowed]
+            if mode is Mode.REACT:
+                events = react(task, self.reasoner, self.registry, offered, limits, context, reflect)
+            else:
+                events = ModelPlanExecutor(self.reasoner, self.registry, offered, limits, context, reflect,
+                                           self.config.max_replans).run(task)
         else:
             events = self.executor.run(task, mode, allowed, limits, context, reflect)
         # The run goes on in a task of its own: a caller that leaves mid-run

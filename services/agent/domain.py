@@ -61,6 +61,11 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
+    def count_model_call(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd += cost_usd
+
 
 @dataclass
 class Outcome:

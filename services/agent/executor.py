@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from meshkit.timing import ms_since
 from services.agent import planner_rules
 from services.agent.domain import Mode, Outcome, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.tools import ToolContext, ToolError
@@ -55,8 +56,22 @@ class Limits:
 Event = list[PlanStep] | TraceStep | tuple[Outcome, Stats]
 
 
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+
+async def emitted(work: Callable[[Callable[[Event], None]], Awaitable[Outcome]]) -> AsyncIterator[Event | Outcome]:
+    """What `work` emits, as it emits it, then the Outcome it returns; raises what it raises.
+
+    The work runs in a task of its own so that its deadline (asyncio.timeout)
+    covers only its own awaits, never the consumer's between two events.
+    """
+    events: asyncio.Queue[Event | None] = asyncio.Queue()
+    worker = asyncio.create_task(work(events.put_nowait))
+    worker.add_done_callback(lambda _: events.put_nowait(None))
+    try:
+        while (event := await events.get()) is not None:
+            yield event
+        yield worker.result()
+    finally:
+        worker.cancel()
 
 
 class Executor:
@@ -70,30 +85,23 @@ class Executor:
         started = time.perf_counter()
         trace: list[TraceStep] = []
         stats = Stats()
-        events: asyncio.Queue[Event | None] = asyncio.Queue()
-
-        async def steps() -> Outcome:
-            return await self._steps(task, mode, tools, limits, context, reflect, trace, stats, events)
-
-        worker = asyncio.create_task(steps())
-        worker.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            while (event := await events.get()) is not None:
-                yield event
-            try:
-                outcome = worker.result()
-            except TimeoutError:
-                outcome = Outcome(Status.STOPPED, f"the deadline of {limits.deadline_seconds:g} s was reached",
-                                  self.planner.final_answer(task, trace))
-        finally:
-            worker.cancel()
-        stats.steps, stats.duration_ms = len(trace), _ms_since(started)
+            async for event in emitted(lambda emit: self._steps(task, mode, tools, limits, context, reflect, trace,
+                                                                 stats, emit)):
+                if isinstance(event, Outcome):
+                    outcome = event
+                else:
+                    yield event
+        except TimeoutError:
+            outcome = Outcome(Status.STOPPED, f"the deadline of {limits.deadline_seconds:g} s was reached",
+                              self.planner.final_answer(task, trace))
+        stats.steps, stats.duration_ms = len(trace), ms_since(started)
         yield outcome, stats
 
-    async def _steps(self, task, mode, tools, limits, context, reflect, trace, stats, events) -> Outcome:
+    async def _steps(self, task, mode, tools, limits, context, reflect, trace, stats, emit) -> Outcome:
         def record(step: TraceStep) -> TraceStep:
             trace.append(step)
-            events.put_nowait(step)
+            emit(step)
             return step
 
         async with asyncio.timeout(limits.deadline_seconds):
@@ -101,7 +109,7 @@ class Executor:
                 plan = self.planner.plan(task, tools)
             except planner_rules.NeedsModel as error:
                 return Outcome(Status.FAILED, str(error), "")
-            events.put_nowait(plan)
+            emit(plan)
             record(TraceStep(len(trace) + 1, StepType.PLAN,
                              thought="; ".join(f"{s.step}. {s.description}" for s in plan)))
             seen: set[str] = set()
@@ -132,7 +140,7 @@ class Executor:
                     action.error = f"{getattr(error, 'kind', 'refused')}: {error}"
                     last_error = f"step {step.step} ({step.tool}) failed: {error}"
                 finally:
-                    action.latency_ms = _ms_since(action_started)
+                    action.latency_ms = ms_since(action_started)
                     action.step = len(trace) + 1
                     record(action)
                 if action.error and reflect:

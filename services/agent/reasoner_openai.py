@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from meshkit.errors import FailedPrecondition, Unavailable
-from services.agent.tools import Tool
 from meshkit.model_http import post_json
+from meshkit.pricing import Prices, cost_usd
+from services.agent.tools import Tool
 
 
 class ReasonerRefused(FailedPrecondition):
@@ -35,6 +36,7 @@ class Turn:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    cost_usd: float = 0.0
 
     def as_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
@@ -51,32 +53,37 @@ def tool_specs(tools: Sequence[Tool]) -> list[dict[str, Any]]:
 
 
 class ChatReasoner:
-    def __init__(self, base_url: str, models: Sequence[str], api_key: str = "", timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, models: Sequence[str], api_key: str = "", timeout: float = 60.0,
+                 prices: Prices | None = None) -> None:
         if not models:
             raise ValueError("the reasoner needs at least one model")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.models = list(models)
+        self.prices = prices or {}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
 
-    async def next(self, messages: list[dict[str, Any]], tools: Sequence[Tool]) -> Turn:
-        """The model's next turn: tool calls to make, or its final answer."""
+    async def next(self, messages: list[dict[str, Any]], tools: Sequence[Tool] = ()) -> Turn:
+        """The model's next turn: tool calls to make, or its answer. With no
+        tools it can only answer in words."""
         unavailable: Unavailable | None = None
         for model in self.models:
-            payload = {"model": model, "messages": messages, "tools": tool_specs(tools), "temperature": 0}
+            payload: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0}
+            if tools:  # some servers refuse an empty list
+                payload["tools"] = tool_specs(tools)
             try:
                 body = await post_json(self.client, self.url, payload, "reasoning model", ReasonerRefused)
             except Unavailable as error:
                 unavailable = error  # the next model in the chain may answer
                 continue
-            return _turn(body, model)
+            return _turn(body, model, self.prices)
         raise unavailable or Unavailable("the reasoning model is unavailable")
 
     async def close(self) -> None:
         await self.client.aclose()
 
 
-def _turn(body: dict[str, Any], model: str) -> Turn:
+def _turn(body: dict[str, Any], model: str, prices: Prices) -> Turn:
     try:
         message = body["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
@@ -84,5 +91,6 @@ def _turn(body: dict[str, Any], model: str) -> Turn:
     calls = [ToolCall(c.get("id", f"call-{i}"), c["function"]["name"], c["function"].get("arguments") or "{}")
              for i, c in enumerate(message.get("tool_calls") or [])]
     usage = body.get("usage") or {}
-    return Turn(message.get("content") or "", calls, int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)), model)
+    prompt_tokens, completion_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return Turn(message.get("content") or "", calls, prompt_tokens, completion_tokens, model,
+                cost_usd(prices, model, prompt_tokens, completion_tokens))

@@ -38,10 +38,10 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
     if settings.agent_reasoner_url:
         models = [m.strip() for m in settings.agent_reasoner_models.split(",") if m.strip()]
         reasoner = ChatReasoner(settings.agent_reasoner_url, models, settings.agent_reasoner_api_key,
-                                settings.agent_reasoner_timeout_seconds)
+                                settings.agent_reasoner_timeout_seconds, settings.agent_reasoner_prices)
     agents = Agents(registry, Executor(registry, RulesPlanner()), SqlRunStore(engine), AgentsConfig(
         default_max_steps=settings.agent_default_max_steps, max_steps_limit=settings.agent_max_steps_limit,
-        deadline_seconds=settings.agent_deadline_seconds,
+        deadline_seconds=settings.agent_deadline_seconds, max_replans=settings.agent_max_replans,
     ), reasoner)
     return server.ServiceApp(
         info=SERVICES["agent"],

@@ -14,6 +14,11 @@ class AgentSettings(MeshSettings):
     agent_reasoner_models: str = ""
     agent_reasoner_api_key: str = ""
     agent_reasoner_timeout_seconds: float = 60.0
+    # USD per million prompt and completion tokens, by model, for the run's
+    # cost: {"gpt-4o-mini": [0.15, 0.6]}.
+    agent_reasoner_prices: dict[str, tuple[float, float]] = {}
+    # How often a model-written plan is made again after a step fails.
+    agent_max_replans: int = 2
     # Hosts http_get may fetch from, comma-separated; empty turns http_get off.
     agent_http_allowed_hosts: str = ""
     # A tool that fails this many times in a row is not called for the cool-down.

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from meshkit.timing import ms_since
 from services.knowledge.blobs import BlobStore
 from services.knowledge.chunking import ChunkingSettings, TokenCounter, chunk_document
 from services.knowledge.domain import DocumentStatus, StageTimings
@@ -57,9 +58,6 @@ def backoff_seconds(attempt: int, initial: float, cap: float) -> float:
     ceiling = min(cap, initial * 2 ** max(0, attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
 
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
 
 
 class IngestionWorker:
@@ -161,7 +159,7 @@ class IngestionWorker:
                 parsed = await asyncio.to_thread(parse, content, document.content_type)
             except (ParseError, UnsupportedType) as error:
                 raise Failed(str(error)) from None
-            parse_ms = _ms_since(started)
+            parse_ms = ms_since(started)
 
             await self._stage(claim, DocumentStatus.CHUNKING)
             started = time.perf_counter()
@@ -172,7 +170,7 @@ class IngestionWorker:
             chunks = await asyncio.to_thread(chunk_document, parsed, settings, self.counter)
             if not chunks:
                 raise Failed("the document has no text to index")
-            chunk_ms = _ms_since(started)
+            chunk_ms = ms_since(started)
 
             await self._stage(claim, DocumentStatus.INDEXING)
             started = time.perf_counter()
@@ -181,7 +179,7 @@ class IngestionWorker:
                                                    parsed.title or document.filename, document.metadata)
             except IndexRejected as error:
                 raise Failed(str(error)) from None
-            index_ms = _ms_since(started)
+            index_ms = ms_since(started)
         except Failed as error:
             await self._settle(claim, DocumentStatus.FAILED, error=str(error),
                                timings=StageTimings(parse_ms, chunk_ms, index_ms))

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from meshkit.pricing import cost_usd
+from meshkit.timing import ms_since
 from services.rag_engine.domain import RankedChunk, Scope, Timings
 from services.rag_engine.engine import RagEngine
 from services.rag_engine.filters import Filter
@@ -168,9 +170,6 @@ def _served_from_cache(answer: Answer, found_by: str, elapsed_ms: float) -> Answ
     return dataclasses.replace(answer, metrics=metrics, features=[*answer.features, found_by])
 
 
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
-
 
 class Answerer:
     def __init__(self, engine: RagEngine, generator: Generator, config: AnsweringConfig,
@@ -196,7 +195,7 @@ class Answerer:
         lookup = await self.cache.lookup(scope, question, options) if self.cache and use_cache else None
         if lookup and lookup.answer:
             yield lookup.answer.text
-            yield _served_from_cache(lookup.answer, lookup.found_by, _ms_since(started))
+            yield _served_from_cache(lookup.answer, lookup.found_by, ms_since(started))
             return
         history = recent_history(options.history, self.config.history_tokens)
         results, timings = await self.engine.retrieve(
@@ -225,16 +224,15 @@ class Answerer:
             if tail := citations.flush():
                 pieces.append(tail)
                 yield tail
-        generation_ms = _ms_since(generation_started)
-        prompt_price, completion_price = self.config.prices.get(usage.model, (0.0, 0.0))
+        generation_ms = ms_since(generation_started)
         answer = Answer(
             text="".join(pieces).strip(),
             sources=sources,
             metrics=AnswerMetrics(
                 retrieval_ms=timings.total_ms - timings.rerank_ms, rerank_ms=timings.rerank_ms,
-                generation_ms=generation_ms, total_ms=_ms_since(started), prompt_tokens=usage.prompt_tokens,
+                generation_ms=generation_ms, total_ms=ms_since(started), prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
-                cost_usd=(usage.prompt_tokens * prompt_price + usage.completion_tokens * completion_price) / 1e6,
+                cost_usd=cost_usd(self.config.prices, usage.model, usage.prompt_tokens, usage.completion_tokens),
                 generator=usage.model or self.generator.name, retrieval=timings,
             ),
             features=self._features(options, history, usage),
