@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import errors, transcode, uploads
+from gateway.observability import RequestObservation
 from gateway.rules import Route, Router
 from meshkit.errors import InvalidArgument, ResourceExhausted
 
@@ -163,22 +164,27 @@ class Gateway:
             return
         request = Request(scope, receive)
         request_id = request_id_of(request)
-        try:
-            response = await self.handle(request, request_id)
-        except Exception:
-            # The last resort: a Status body with the request id, never a bare page.
-            log.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
-            response = error_response(
-                500,
-                errors.status_json(
-                    grpc.StatusCode.INTERNAL,
-                    f"internal error; quote request id {request_id} when reporting it",
-                ),
-                request_id,
-            )
-        await response(scope, receive, send)
+        page = request.url.path in self.pages
+        with RequestObservation(request, traced=not page) as seen:
+            if page:
+                seen.route_matched(request.url.path)
+            try:
+                response = await self.handle(request, request_id, seen)
+            except Exception:
+                # The last resort: a Status body with the request id, never a bare page.
+                log.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
+                response = error_response(
+                    500,
+                    errors.status_json(
+                        grpc.StatusCode.INTERNAL,
+                        f"internal error; quote request id {request_id} when reporting it",
+                    ),
+                    request_id,
+                )
+            seen.answered(response)
+            await response(scope, receive, send)
 
-    async def handle(self, request: Request, request_id: str) -> Response:
+    async def handle(self, request: Request, request_id: str, seen: RequestObservation) -> Response:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         page = self.pages.get(request.url.path)
         if page is not None and request.method in ("GET", "HEAD"):
@@ -193,6 +199,7 @@ class Gateway:
             return error_response(
                 404, errors.status_json(grpc.StatusCode.NOT_FOUND, "Not Found"), request_id
             )
+        seen.route_matched(route.template.template)
         try:
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
             metadata = outgoing_metadata(request, request_id)

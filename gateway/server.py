@@ -13,8 +13,9 @@ from gateway.openapi import docs_pages
 from gateway.rules import Router, routes_of
 from gateway.settings import GatewaySettings
 from meshkit.channels import channel_to
+from meshkit import metrics, telemetry
 from meshkit.logs import configure_logging
-from meshkit.topology import SERVICES
+from meshkit.topology import GATEWAY_METRICS_PORT, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def build(settings: GatewaySettings) -> Gateway:
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
+    telemetry.configure_tracing("gateway", settings)
+    metrics.serve_metrics(settings.metrics_host,
+                          GATEWAY_METRICS_PORT if settings.metrics_port is None else settings.metrics_port)
     app = build(settings)
     log.info("gateway listening on http://%s:%d", settings.http_host, settings.http_port)
     uvicorn.run(
@@ -59,6 +63,7 @@ def main() -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.grace_period_seconds),
     )
+    telemetry.shutdown_tracing()
 
 
 if __name__ == "__main__":

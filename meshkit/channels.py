@@ -2,8 +2,9 @@
 
 Every channel gets keepalive, a retry policy in its service config (retry on
 UNAVAILABLE with exponential backoff, per-method overrides), a load-balancing
-policy, and an interceptor that gives every call a deadline and forwards the
-current request's id and caller token to the next hop.
+policy, and interceptors that give every call a deadline and forward the
+current request's id and caller token to the next hop, count and time each
+call (Prometheus), and carry the trace to the next hop (when tracing is on).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from meshkit import auth, context
+from meshkit import auth, context, metrics, telemetry
 from meshkit.settings import MeshSettings
 
 
@@ -76,7 +77,8 @@ def create_channel(
     return grpc.aio.insecure_channel(
         target,
         options=channel_options(settings, service_config(settings, overrides)),
-        interceptors=outgoing_call_interceptors(settings.default_deadline_seconds),
+        interceptors=[*outgoing_call_interceptors(settings.default_deadline_seconds),
+                      *telemetry.client_interceptors(), *metrics.client_interceptors()],
     )
 
 

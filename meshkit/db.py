@@ -18,6 +18,8 @@ from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from meshkit import telemetry
+
 # Constraint names every service's tables get, so migrations can name them.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -37,7 +39,12 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    parsed = make_url(async_url(url))
+    engine = _engine(make_url(async_url(url)))
+    telemetry.instrument_engine(engine)
+    return engine
+
+
+def _engine(parsed) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":

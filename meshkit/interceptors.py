@@ -1,7 +1,7 @@
 """Server interceptors. Each one is a scope (an async context manager) around
 every call, whatever its streaming shape; order them outermost first:
 
-    RequestContextInterceptor  request id, deadline, one access-log line
+    RequestContextInterceptor  request id, deadline, one access-log line, metrics
     ErrorInterceptor           domain errors -> status codes; no stack traces out
     AuthInterceptor            bearer token -> the caller's Principal
 """
@@ -21,7 +21,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from meshkit import auth, context, errors
+from meshkit import auth, context, errors, metrics
 
 log = logging.getLogger("meshkit.rpc")
 
@@ -99,7 +99,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandle
 
 class RequestContextInterceptor(ScopedInterceptor):
     """Adopts the caller's x-request-id (or makes one), records the call's
-    deadline for downstream calls, and logs one line per call."""
+    deadline for downstream calls, logs one line per call and counts it."""
 
     @asynccontextmanager
     async def scope(self, details, ctx) -> AsyncIterator[None]:
@@ -120,16 +120,14 @@ class RequestContextInterceptor(ScopedInterceptor):
             code = grpc.StatusCode.CANCELLED if ctx.cancelled() else grpc.StatusCode.UNKNOWN
             raise
         finally:
+            seconds = time.perf_counter() - started
             quiet = details.method.startswith(_QUIET_PREFIXES)
             log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "rpc",
-                extra={
-                    "method": details.method,
-                    "code": code.name,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
+                extra={"method": details.method, "code": code.name, "duration_ms": round(seconds * 1000, 2)},
             )
+            metrics.observe_server_call(details.method, code, seconds)
             context.request_id.reset(request_token)
             context.deadline.reset(deadline_token)
 

@@ -1,9 +1,11 @@
 """grpc.aio server bootstrap shared by every service.
 
 A service describes itself as a ServiceApp (its servicers, dependency checks
-and shutdown hooks); MeshServer adds what every server has: interceptors,
-grpc.health.v1, reflection, keepalive enforcement, message size limits, and
-a graceful stop that drains in-flight calls. `run` is a service's main().
+and shutdown hooks); MeshServer adds what every server has: interceptors (tracing
+when it is on, request context and metrics, errors, auth), grpc.health.v1,
+reflection, keepalive enforcement, message size limits, and
+a graceful stop that drains in-flight calls. `run` is a service's main():
+it also sets up tracing and serves /metrics.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from meshkit import auth, interceptors
+from meshkit import auth, interceptors, metrics, telemetry
 from meshkit.health import DependencyHealth, HealthCheck
 from meshkit.logs import configure_logging
 from meshkit.settings import MeshSettings
-from meshkit.topology import ServiceInfo
+from meshkit.topology import SERVICES, ServiceInfo
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class MeshServer:
         self.settings = settings
         self.server = grpc.aio.server(
             interceptors=[
+                # Outermost, so that the span covers the whole call and sees its status.
+                *telemetry.server_interceptors(),
                 interceptors.RequestContextInterceptor(),
                 interceptors.ErrorInterceptor(),
                 interceptors.AuthInterceptor(token_verifier(settings)),
@@ -132,7 +136,14 @@ S = TypeVar("S", bound=MeshSettings)
 def run(service: str, build: Callable[[S], Awaitable[ServiceApp]], settings: S) -> None:
     """A service's main(): serve until SIGTERM or SIGINT, then drain and stop."""
     configure_logging(service, settings.log_level, settings.log_format)
-    uvloop.run(_serve(build, settings))
+    telemetry.configure_tracing(service, settings)
+    metrics_port = settings.metrics_port
+    metrics.serve_metrics(settings.metrics_host,
+                          SERVICES[service].default_metrics_port if metrics_port is None else metrics_port)
+    try:
+        uvloop.run(_serve(build, settings))
+    finally:
+        telemetry.shutdown_tracing()
 
 
 async def _serve(build: Callable[[S], Awaitable[ServiceApp]], settings: S) -> None:

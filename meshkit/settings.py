@@ -24,6 +24,13 @@ class MeshSettings(BaseSettings):
     )
 
     environment: str = "local"
+    # This process's version as traces report it (a canary's differs from
+    # stable); defaults to the installed package's version.
+    service_version: str | None = None
+    # Where this process serves Prometheus metrics (/metrics); unset uses the
+    # process's default (gateway 9090, services 9091-9095), 0 turns it off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     # Local state (SQLite files, signing keys, uploads) when no backend URL is set.

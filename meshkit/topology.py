@@ -10,15 +10,18 @@ class ServiceInfo:
     name: str
     grpc_service: str
     default_port: int
+    default_metrics_port: int
 
 
 SERVICES: dict[str, ServiceInfo] = {
     info.name: info
     for info in (
-        ServiceInfo("identity", "sagemesh.identity.v1.IdentityService", 50051),
-        ServiceInfo("conversation", "sagemesh.conversation.v1.ConversationService", 50052),
-        ServiceInfo("knowledge", "sagemesh.knowledge.v1.KnowledgeService", 50053),
-        ServiceInfo("rag_engine", "sagemesh.rag_engine.v1.RagEngineService", 50054),
-        ServiceInfo("agent", "sagemesh.agent.v1.AgentService", 50055),
+        ServiceInfo("identity", "sagemesh.identity.v1.IdentityService", 50051, 9091),
+        ServiceInfo("conversation", "sagemesh.conversation.v1.ConversationService", 50052, 9092),
+        ServiceInfo("knowledge", "sagemesh.knowledge.v1.KnowledgeService", 50053, 9093),
+        ServiceInfo("rag_engine", "sagemesh.rag_engine.v1.RagEngineService", 50054, 9094),
+        ServiceInfo("agent", "sagemesh.agent.v1.AgentService", 50055, 9095),
     )
 }
+
+GATEWAY_METRICS_PORT = 9090

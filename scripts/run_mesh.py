@@ -3,6 +3,9 @@
 Each service under services/ runs as its own process on its default port,
 and the gateway in front of them on http://127.0.0.1:8080 (override
 with SAGEMESH_<SERVICE>_ADDR, e.g. SAGEMESH_IDENTITY_ADDR=127.0.0.1:6001).
+Each process serves its Prometheus metrics on its own port: the gateway on
+9090, the services on 9091-9095 (override with SAGEMESH_<NAME>_METRICS_PORT,
+e.g. SAGEMESH_GATEWAY_METRICS_PORT=9190; 0 turns one off).
 Ctrl-C (or SIGTERM) asks every service to drain and stop; if one exits on
 its own, the rest are stopped too.
 """
@@ -21,7 +24,7 @@ import grpc
 
 from gateway.settings import GatewaySettings
 from meshkit import health
-from meshkit.topology import SERVICES
+from meshkit.topology import GATEWAY_METRICS_PORT, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60
@@ -54,18 +57,34 @@ async def wait_until_ready(url: str, process: asyncio.subprocess.Process) -> boo
     return False
 
 
+def metrics_port(name: str) -> int:
+    default = GATEWAY_METRICS_PORT if name == "gateway" else SERVICES[name].default_metrics_port
+    return int(os.environ.get(f"SAGEMESH_{name.upper()}_METRICS_PORT", default))
+
+
+def process_env(name: str, **settings: str) -> dict[str, str]:
+    # Each process names itself in traces.
+    inherited = {k: v for k, v in os.environ.items() if k != "OTEL_SERVICE_NAME"}
+    return {**inherited, "SAGEMESH_METRICS_PORT": str(metrics_port(name)), **settings}
+
+
+def metrics_url(name: str, settings: GatewaySettings) -> str:
+    port = metrics_port(name)
+    return f"  metrics http://{settings.metrics_host}:{port}/metrics" if port else ""
+
+
 async def main() -> int:
     settings = GatewaySettings()
     names = available_services()
     processes: dict[str, asyncio.subprocess.Process] = {}
     for name in names:
         host, _, port = settings.address_of(name).rpartition(":")
-        env = {**os.environ, "SAGEMESH_LISTEN_HOST": host, "SAGEMESH_LISTEN_PORT": port}
+        env = process_env(name, SAGEMESH_LISTEN_HOST=host, SAGEMESH_LISTEN_PORT=port)
         processes[name] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"services.{name}.server", cwd=ROOT, env=env
         )
     # The gateway exposes the services that run, and is ready when they all serve.
-    gateway_env = {**os.environ, "SAGEMESH_GATEWAY_SERVICES": json.dumps(names)}
+    gateway_env = process_env("gateway", SAGEMESH_GATEWAY_SERVICES=json.dumps(names))
     processes["gateway"] = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.server", cwd=ROOT, env=gateway_env
     )
@@ -83,8 +102,11 @@ async def main() -> int:
     if all(ready):
         print("\nsagemesh is running:", flush=True)
         for name in names:
-            print(f"  {name:<13} grpc  {settings.address_of(name)}", flush=True)
-        print(f"  {'gateway':<13} http  {gateway_url}  (API docs: {gateway_url}/docs)", flush=True)
+            print(f"  {name:<13} grpc  {settings.address_of(name):<22}{metrics_url(name, settings)}", flush=True)
+        print(f"  {'gateway':<13} http  {gateway_url}  (API docs: {gateway_url}/docs){metrics_url('gateway', settings)}",
+              flush=True)
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            print(f"  traces to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}", flush=True)
         print("Ctrl-C stops it.\n", flush=True)
         exits = [asyncio.create_task(p.wait()) for p in processes.values()]
         stopper = asyncio.create_task(stopping.wait())

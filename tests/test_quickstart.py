@@ -5,19 +5,13 @@ conversation, get an answer whose citations point at that document."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.fixtures.mesh_process import mesh_env, running_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -36,36 +30,8 @@ The nightly hotel budget in Zurich is 240 francs.
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     """`scripts/run_mesh.py` on free ports; yields the gateway's URL."""
-    http_port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SAGEMESH_")},
-        **{f"SAGEMESH_{name}_ADDR": f"127.0.0.1:{free_port()}"
-           for name in ("IDENTITY", "KNOWLEDGE", "RAG_ENGINE", "CONVERSATION", "AGENT")},
-        "SAGEMESH_DATA_DIR": str(tmp_path_factory.mktemp("mesh")),
-        "SAGEMESH_HTTP_PORT": str(http_port),
-        "SAGEMESH_GRACE_PERIOD_SECONDS": "2",
-        "SAGEMESH_LOG_LEVEL": "WARNING",
-        "SAGEMESH_ARGON2_TIME_COST": "1",
-        "SAGEMESH_ARGON2_MEMORY_COST_KIB": "8192",
-        "SAGEMESH_INGEST_POLL_SECONDS": "0.2",
-    }
-    launcher = subprocess.Popen([sys.executable, "scripts/run_mesh.py"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        lines = []
-        while time.monotonic() < deadline:
-            lines.append(launcher.stdout.readline())
-            if "Ctrl-C" in lines[-1] or not lines[-1]:
-                break
-        assert "sagemesh is running" in "".join(lines), "".join(lines)
-        yield f"http://127.0.0.1:{http_port}"
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(launcher.pid, signal.SIGKILL)
+    with running_mesh(mesh_env(tmp_path_factory.mktemp("mesh"), SAGEMESH_LOG_LEVEL="WARNING")) as running:
+        yield running.url
 
 
 async def login(client: httpx.AsyncClient, email: str) -> dict[str, str]:

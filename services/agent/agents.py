@@ -14,6 +14,7 @@ from typing import Any
 from meshkit.errors import InvalidArgument, NotFound
 from services.agent.domain import Mode, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Executor, Limits
+from services.agent.metrics import record_run
 from services.agent.plan_execute_llm import ModelPlanExecutor
 from services.agent.planner_rules import NeedsModel
 from services.agent.react_llm import react
@@ -154,6 +155,7 @@ class Agents:
                     run = Run(str(uuid.uuid4()), task, mode, outcome.status, outcome.reason, plan, trace,
                               outcome.result, stats, created_at)
                     await self.store.save(run.id, caller.tenant_id, caller.user_id, task, run_to_json(run))
+                    record_run(run)
                     queue.put_nowait(run)
                     return
                 if isinstance(event, list):

@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from meshkit.timing import ms_since
+from opentelemetry import trace
+
 from services.agent import planner_rules
 from services.agent.domain import Mode, Outcome, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.tools import ToolContext, ToolError
 from services.agent.tools.registry import ToolCallError, ToolRegistry
+
+
+tracer = trace.get_tracer("sagemesh.agent")
 
 
 class Planner(Protocol):
@@ -121,28 +126,31 @@ class Executor:
                 if mode is Mode.REACT:
                     record(TraceStep(len(trace) + 1, StepType.THOUGHT,
                                      thought=f"Next I need to {step.description}, so I call {step.tool}."))
-                # Reported once it has run, with what it observed.
-                action = TraceStep(0, StepType.ACTION, action=step.tool)
-                action_started = time.perf_counter()
-                try:
-                    action.action_input = self.planner.arguments(step, trace)
-                    signature = f"{step.tool} {json.dumps(action.action_input, sort_keys=True)}"
-                    if signature in seen:
-                        action.error = "the same action with the same input ran before"
-                        return Outcome(Status.STOPPED, f"step {step.step} repeated an earlier action "
-                                       f"({signature})", self.planner.final_answer(task, trace))
-                    seen.add(signature)
-                    stats.tool_calls += 1
-                    result = await self.registry.call(step.tool, action.action_input, context)
-                    action.observation = json.dumps(result, ensure_ascii=False, default=str)
-                    last_error = ""
-                except (ToolError, ToolCallError) as error:
-                    action.error = f"{getattr(error, 'kind', 'refused')}: {error}"
-                    last_error = f"step {step.step} ({step.tool}) failed: {error}"
-                finally:
-                    action.latency_ms = ms_since(action_started)
-                    action.step = len(trace) + 1
-                    record(action)
+                with tracer.start_as_current_span("agent.step", attributes={"step": step.step, "tool": step.tool,
+                                                                          "mode": mode.value}) as span:
+                    # Reported once it has run, with what it observed.
+                    action = TraceStep(0, StepType.ACTION, action=step.tool)
+                    action_started = time.perf_counter()
+                    try:
+                        action.action_input = self.planner.arguments(step, trace)
+                        signature = f"{step.tool} {json.dumps(action.action_input, sort_keys=True)}"
+                        if signature in seen:
+                            action.error = "the same action with the same input ran before"
+                            return Outcome(Status.STOPPED, f"step {step.step} repeated an earlier action "
+                                           f"({signature})", self.planner.final_answer(task, trace))
+                        seen.add(signature)
+                        stats.tool_calls += 1
+                        result = await self.registry.call(step.tool, action.action_input, context)
+                        action.observation = json.dumps(result, ensure_ascii=False, default=str)
+                        last_error = ""
+                    except (ToolError, ToolCallError) as error:
+                        action.error = f"{getattr(error, 'kind', 'refused')}: {error}"
+                        last_error = f"step {step.step} ({step.tool}) failed: {error}"
+                    finally:
+                        action.latency_ms = ms_since(action_started)
+                        action.step = len(trace) + 1
+                        record(action)
+                    span.set_attribute("outcome", action.error.split(":")[0] if action.error else "ok")
                 if action.error and reflect:
                     record(TraceStep(len(trace) + 1, StepType.REFLECTION,
                                      thought=f"{last_error}. Later steps that need its result will fail too."))

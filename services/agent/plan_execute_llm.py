@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from opentelemetry import trace
+
 from meshkit.timing import ms_since
 from services.agent.domain import Outcome, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Event, Limits, emitted
@@ -23,6 +25,8 @@ from services.agent.reasoner_openai import ChatReasoner
 from services.agent.tool_calls import ModelToolCalls
 from services.agent.tools import Tool, ToolContext
 from services.agent.tools.registry import ToolRegistry
+
+tracer = trace.get_tracer("sagemesh.agent")
 
 PLAN = """\
 You plan how to carry out the user's task with these tools:
@@ -146,7 +150,10 @@ class ModelPlanExecutor:
                 if step.tool and self.stats.tool_calls >= self.limits.max_steps:
                     return Outcome(Status.STOPPED, f"max_steps ({self.limits.max_steps}) reached with "
                                    f"{len(plan) - index} planned steps left", "")
-                error, repeated = await self._carry_out(task, plan, step, emit)
+                with tracer.start_as_current_span("agent.step", attributes={
+                        "step": step.step, "tool": step.tool, "mode": "plan_execute"}) as span:
+                    error, repeated = await self._carry_out(task, plan, step, emit)
+                    span.set_attribute("outcome", error.split(":")[0] if error else "ok")
                 if repeated:
                     return Outcome(Status.STOPPED, f"step {step.step} repeated an earlier action ({step.tool})", "")
                 index += 1

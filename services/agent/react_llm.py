@@ -8,6 +8,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from opentelemetry import trace
+
 from meshkit.timing import ms_since
 from services.agent.domain import Outcome, Stats, Status, StepType, TraceStep
 from services.agent.executor import Event, Limits, emitted
@@ -15,6 +17,8 @@ from services.agent.reasoner_openai import ChatReasoner, Turn
 from services.agent.tool_calls import ModelToolCalls
 from services.agent.tools import Tool, ToolContext
 from services.agent.tools.registry import ToolRegistry
+
+tracer = trace.get_tracer("sagemesh.agent")
 
 SYSTEM = """\
 You carry out the user's task step by step with the tools you are given. Before each tool call, say \
@@ -77,7 +81,9 @@ async def _loop(task, reasoner, registry, tools, limits, context, reflect, trace
                 record(TraceStep(0, StepType.THOUGHT, thought=turn.content))
             failed = False
             for call in turn.tool_calls:
-                step, repeated = await calls.make(call)
+                with tracer.start_as_current_span("agent.step", attributes={"step": len(trace) + 1,
+                                                                            "tool": call.name, "mode": "react"}):
+                    step, repeated = await calls.make(call)
                 record(step)
                 failed = failed or bool(step.error)
                 messages.append({"role": "tool", "tool_call_id": call.id,

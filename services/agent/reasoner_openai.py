@@ -10,11 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry import trace
 
 from meshkit.errors import FailedPrecondition, Unavailable
 from meshkit.model_http import post_json
 from meshkit.pricing import Prices, cost_usd
 from services.agent.tools import Tool
+
+
+tracer = trace.get_tracer("sagemesh.agent")
 
 
 class ReasonerRefused(FailedPrecondition):
@@ -66,6 +70,13 @@ class ChatReasoner:
     async def next(self, messages: list[dict[str, Any]], tools: Sequence[Tool] = ()) -> Turn:
         """The model's next turn: tool calls to make, or its answer. With no
         tools it can only answer in words."""
+        with tracer.start_as_current_span("agent.reason", attributes={"tools": len(tools)}) as span:
+            turn = await self._next(messages, tools)
+            span.set_attributes({"model": turn.model, "prompt_tokens": turn.prompt_tokens,
+                                 "completion_tokens": turn.completion_tokens, "tool_calls": len(turn.tool_calls)})
+            return turn
+
+    async def _next(self, messages: list[dict[str, Any]], tools: Sequence[Tool]) -> Turn:
         unavailable: Unavailable | None = None
         for model in self.models:
             payload: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0}

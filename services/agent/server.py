@@ -9,6 +9,7 @@ from meshkit import db, server
 from meshkit.channels import channel_to
 from meshkit.topology import SERVICES
 from sagemesh.agent.v1 import agent_pb2_grpc
+from services.agent import metrics
 from services.agent.agents import Agents, AgentsConfig
 from services.agent.executor import Executor, RulesPlanner
 from services.agent.reasoner_openai import ChatReasoner
@@ -34,6 +35,7 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
          http_get_tool(settings.agent_http_allowed_hosts.split(","))],
         breaker=partial(CircuitBreaker, settings.tool_breaker_threshold, settings.tool_breaker_cool_down_seconds),
     )
+    metrics.BREAKERS.watch(registry)
     reasoner = None
     if settings.agent_reasoner_url:
         models = [m.strip() for m in settings.agent_reasoner_models.split(",") if m.strip()]

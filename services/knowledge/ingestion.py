@@ -19,16 +19,23 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from meshkit.timing import ms_since
 from services.knowledge.blobs import BlobStore
 from services.knowledge.chunking import ChunkingSettings, TokenCounter, chunk_document
 from services.knowledge.domain import DocumentStatus, StageTimings
 from services.knowledge.indexer import ChunkIndexer, IndexRejected, IndexUnavailable
+from services.knowledge.metrics import INGESTED, STAGE_SECONDS, record_counts
 from services.knowledge.parsers import ParseError, UnsupportedType, parse
 from services.knowledge.status_board import StatusBoard
 from services.knowledge.store import Claim, KnowledgeStore
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("sagemesh.knowledge")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class WorkerConfig:
     # Runs that end in an unexpected error (a database outage, a bug) before
     # the document is failed; an unreachable rag_engine is retried forever.
     max_attempts: int = 5
+    # How often the documents-by-status metrics are read from the store.
+    metrics_refresh_seconds: float = 5.0
 
 
 class ClaimLost(Exception):
@@ -60,6 +69,14 @@ def backoff_seconds(attempt: int, initial: float, cap: float) -> float:
 
 
 
+def _upload_link(claim: Claim) -> list[Link]:
+    if not claim.upload_traceparent:
+        return []
+    context = TraceContextTextMapPropagator().extract({"traceparent": claim.upload_traceparent})
+    upload = trace.get_current_span(context).get_span_context()
+    return [Link(upload, {"link.kind": "upload"})] if upload.is_valid else []
+
+
 class IngestionWorker:
     def __init__(self, store: KnowledgeStore, blobs: BlobStore, indexer: ChunkIndexer, counter: TokenCounter,
                  board: StatusBoard, config: WorkerConfig) -> None:
@@ -71,6 +88,7 @@ class IngestionWorker:
         self.config = config
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
+        self._report_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -78,6 +96,7 @@ class IngestionWorker:
         if released:
             log.info("taking back %d documents this worker left unfinished", released)
         self._loop_task = asyncio.create_task(self._loop(), name="ingestion")
+        self._report_task = asyncio.create_task(self._report_counts(), name="ingestion metrics")
 
     def wake(self) -> None:
         """Something was queued: look now rather than at the next poll."""
@@ -86,7 +105,7 @@ class IngestionWorker:
     async def stop(self) -> None:
         """Stops taking work and abandons the runs in flight; their documents
         run again from the start when this or another worker takes them."""
-        tasks = [t for t in (self._loop_task, *self._running) if t is not None]
+        tasks = [t for t in (self._loop_task, self._report_task, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,6 +130,14 @@ class IngestionWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
+    async def _report_counts(self) -> None:
+        while True:
+            try:
+                record_counts(await self.store.count_by_status())
+            except Exception:
+                log.warning("could not count documents for the metrics", exc_info=True)
+            await asyncio.sleep(self.config.metrics_refresh_seconds)
+
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)
         self._wake.set()
@@ -118,8 +145,15 @@ class IngestionWorker:
     async def _run(self, claim: Claim) -> None:
         worker = asyncio.current_task()
         heartbeat = asyncio.create_task(self._keep_lease(claim, worker))
+        document = claim.document
+        # A trace of its own, linked to the upload's: the upload's trace ended
+        # when the client got its answer, maybe long before this run.
+        span = tracer.start_span("knowledge.ingest", context=Context(), links=_upload_link(claim), attributes={
+            "document_id": document.id, "kb_id": document.kb_id, "content_type": document.content_type,
+            "size_bytes": document.size_bytes, "attempt": document.attempts})
         try:
-            await self._ingest(claim)
+            with trace.use_span(span, end_on_exit=True):
+                await self._ingest(claim)
         except ClaimLost:
             log.info("document %s was taken from this worker mid-run", claim.document.id)
         except asyncio.CancelledError:
@@ -154,11 +188,14 @@ class IngestionWorker:
         try:
             await self._stage(claim, DocumentStatus.PARSING)
             started = time.perf_counter()
-            content = await self.blobs.read(claim.blob_key)
-            try:
-                parsed = await asyncio.to_thread(parse, content, document.content_type)
-            except (ParseError, UnsupportedType) as error:
-                raise Failed(str(error)) from None
+            with tracer.start_as_current_span("knowledge.parse", attributes={
+                    "content_type": document.content_type}) as span:
+                content = await self.blobs.read(claim.blob_key)
+                try:
+                    parsed = await asyncio.to_thread(parse, content, document.content_type)
+                except (ParseError, UnsupportedType) as error:
+                    raise Failed(str(error)) from None
+                span.set_attribute("bytes", len(content))
             parse_ms = ms_since(started)
 
             await self._stage(claim, DocumentStatus.CHUNKING)
@@ -167,18 +204,23 @@ class IngestionWorker:
                 settings = ChunkingSettings(claim.chunk_max_tokens, claim.chunk_overlap_tokens)
             except ValueError as error:
                 raise Failed(f"the knowledge base's chunking settings are invalid: {error}") from None
-            chunks = await asyncio.to_thread(chunk_document, parsed, settings, self.counter)
+            with tracer.start_as_current_span("knowledge.chunk", attributes={
+                    "max_tokens": settings.max_tokens, "overlap_tokens": settings.overlap_tokens}) as span:
+                chunks = await asyncio.to_thread(chunk_document, parsed, settings, self.counter)
+                span.set_attribute("chunks", len(chunks))
             if not chunks:
                 raise Failed("the document has no text to index")
             chunk_ms = ms_since(started)
 
             await self._stage(claim, DocumentStatus.INDEXING)
             started = time.perf_counter()
-            try:
-                vectors = await self.indexer.index(document.tenant_id, document.kb_id, document.id, chunks,
-                                                   parsed.title or document.filename, document.metadata)
-            except IndexRejected as error:
-                raise Failed(str(error)) from None
+            with tracer.start_as_current_span("knowledge.index", attributes={"chunks": len(chunks)}) as span:
+                try:
+                    vectors = await self.indexer.index(document.tenant_id, document.kb_id, document.id, chunks,
+                                                       parsed.title or document.filename, document.metadata)
+                except IndexRejected as error:
+                    raise Failed(str(error)) from None
+                span.set_attribute("vectors", vectors)
             index_ms = ms_since(started)
         except Failed as error:
             await self._settle(claim, DocumentStatus.FAILED, error=str(error),
@@ -201,6 +243,7 @@ class IngestionWorker:
                            timings=StageTimings(parse_ms, chunk_ms, index_ms))
 
     async def _settle(self, claim: Claim, status: DocumentStatus, **outcome) -> None:
+        _record_outcome(status.value, outcome.get("timings"))
         if await self.store.finish(claim, status, **outcome):
             return
         # The document went while this run indexed it: whatever the run added
@@ -215,5 +258,15 @@ class IngestionWorker:
         delay = backoff_seconds(claim.document.attempts, self.config.retry_initial_seconds,
                                 self.config.retry_max_seconds)
         log.warning("document %s: %s; next attempt in %.1f s", claim.document.id, error, delay)
+        _record_outcome("retry", None)
         if not await self.store.retry_later(claim, error, datetime.now(timezone.utc) + timedelta(seconds=delay)):
             raise ClaimLost
+
+
+def _record_outcome(outcome: str, timings: StageTimings | None) -> None:
+    INGESTED.labels(outcome).inc()
+    trace.get_current_span().set_attribute("outcome", outcome)
+    for stage, milliseconds in (("parse", timings.parse_ms), ("chunk", timings.chunk_ms),
+                                ("index", timings.index_ms)) if timings else ():
+        if milliseconds:
+            STAGE_SECONDS.labels(stage).observe(milliseconds / 1000)

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 from meshkit import paging
 from meshkit.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from services.knowledge.blobs import BlobStore, TooLarge
@@ -162,7 +164,7 @@ class Library:
         try:
             document, duplicate = await self.store.add_document(NewDocument(
                 tenant_id, upload.kb_id, filename, content_type, staged.size_bytes, staged.sha256, blob_key,
-                metadata,
+                metadata, upload_traceparent=_traceparent(),
             ))
         except KnowledgeBaseGone:
             await self.blobs.delete(blob_key)
@@ -220,3 +222,11 @@ class Library:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), self.config.watch_poll_seconds)
+
+
+def _traceparent() -> str:
+    """The current trace context, kept with the document so that its indexing,
+    which runs later in the worker, links back to the upload."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent", "")

@@ -30,6 +30,8 @@ class NewDocument:
     sha256: str
     blob_key: str
     metadata: dict[str, str]
+    # The upload's trace context (W3C traceparent), "" when not traced.
+    upload_traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Claim:
     chunk_max_tokens: int
     chunk_overlap_tokens: int
     owner: str
+    upload_traceparent: str = ""
 
 
 class KnowledgeStore(Protocol):
@@ -92,6 +95,9 @@ class KnowledgeStore(Protocol):
 
     async def retry_later(self, claim: Claim, error: str, due: datetime) -> bool:
         """Back to pending, lease freed, not due before `due`."""
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Documents in every tenant, by status."""
 
     async def release_leases(self, owner: str) -> int:
         """Frees the leases `owner` held in an earlier life, so its unfinished

@@ -116,6 +116,7 @@ class SqlKnowledgeStore:
             meta=new.metadata, status=DocumentStatus.PENDING.value, error="", chunk_count=0, vector_count=0,
             parse_ms=0.0, chunk_ms=0.0, index_ms=0.0, generation=0, attempts=0, next_attempt_at=now,
             lease_owner=None, lease_expires_at=None, created_at=now, updated_at=now,
+            upload_traceparent=new.upload_traceparent or None,
         )
         try:
             async with self.sessions.begin() as db:
@@ -185,7 +186,7 @@ class SqlKnowledgeStore:
                 .join(KnowledgeBaseRow, KnowledgeBaseRow.id == DocumentRow.kb_id)
                 .where(DocumentRow.id.in_(claimed), DocumentRow.lease_owner == owner)
             )
-            return [Claim(_document(row), row.blob_key, max_tokens, overlap, owner)
+            return [Claim(_document(row), row.blob_key, max_tokens, overlap, owner, row.upload_traceparent or "")
                     for row, max_tokens, overlap in rows]
 
     async def _update_held(self, claim: Claim, **values) -> bool:
@@ -214,6 +215,11 @@ class SqlKnowledgeStore:
             claim, status=DocumentStatus.PENDING.value, error=error[:2000], next_attempt_at=due,
             lease_owner=None, lease_expires_at=None, updated_at=_now(),
         )
+
+    async def count_by_status(self) -> dict[str, int]:
+        async with self.sessions() as db:
+            rows = await db.execute(select(DocumentRow.status, func.count()).group_by(DocumentRow.status))
+        return {status: count for status, count in rows}
 
     async def release_leases(self, owner: str) -> int:
         async with self.sessions.begin() as db:

@@ -63,5 +63,7 @@ class DocumentRow(Base):
     next_attempt_at: Mapped[datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # The upload's W3C traceparent: its indexing links back to it.
+    upload_traceparent: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
 from meshkit.pricing import cost_usd
 from meshkit.timing import ms_since
 from services.rag_engine.domain import RankedChunk, Scope, Timings
@@ -26,6 +29,7 @@ from services.rag_engine.generation import (
     with_context,
 )
 from services.rag_engine.generator_extractive import not_found_message
+from services.rag_engine.metrics import record_answer, record_cache_lookup
 
 if TYPE_CHECKING:
     from services.rag_engine.answer_cache import AnswerCache
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 # A passage cut to fit the budget keeps at least this much, else it is dropped.
 MIN_PASSAGE_TOKENS = 40
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+tracer = trace.get_tracer("sagemesh.rag_engine")
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,13 @@ class Answerer:
         question = question.strip()
         if not question:
             raise InvalidArgument("is required", field="query")
-        lookup = await self.cache.lookup(scope, question, options) if self.cache and use_cache else None
+        lookup = None
+        if self.cache and use_cache:
+            with tracer.start_as_current_span("rag.cache_lookup") as span:
+                lookup = await self.cache.lookup(scope, question, options)
+                span.set_attribute("hit", bool(lookup.answer))
+                span.set_attribute("found_by", lookup.found_by if lookup.answer else "")
+            record_cache_lookup(hit=bool(lookup.answer))
         if lookup and lookup.answer:
             yield lookup.answer.text
             yield _served_from_cache(lookup.answer, lookup.found_by, ms_since(started))
@@ -206,24 +218,37 @@ class Answerer:
         generation_started = time.perf_counter()
         usage = Usage(model="none")
         pieces: list[str] = []
-        if not sources:
-            pieces.append(not_found_message(question))
-            yield pieces[-1]
-        else:
-            citations = CitationFilter(len(sources))
-            request = GenerationRequest(
-                question, [Passage(s.number, s.text, s.ranked.chunk.title) for s in sources], history,
-                options.model, options.temperature, options.max_tokens,
-            )
-            async for event in self.generator.stream(request):
-                if isinstance(event, Usage):
-                    usage = event
-                elif piece := citations.feed(event):
-                    pieces.append(piece)
-                    yield piece
-            if tail := citations.flush():
-                pieces.append(tail)
-                yield tail
+        # Not made current: the pieces are yielded from inside it, and the
+        # caller's code between two of them is not part of generating.
+        span = tracer.start_span("rag.generate", attributes={"generator": self.generator.name,
+                                                             "sources": len(sources)})
+        try:
+            if not sources:
+                pieces.append(not_found_message(question))
+                yield pieces[-1]
+            else:
+                citations = CitationFilter(len(sources))
+                request = GenerationRequest(
+                    question, [Passage(s.number, s.text, s.ranked.chunk.title) for s in sources], history,
+                    options.model, options.temperature, options.max_tokens,
+                )
+                async for event in self.generator.stream(request):
+                    if isinstance(event, Usage):
+                        usage = event
+                    elif piece := citations.feed(event):
+                        pieces.append(piece)
+                        yield piece
+                if tail := citations.flush():
+                    pieces.append(tail)
+                    yield tail
+        except Exception as error:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+        finally:
+            span.set_attributes({"model": usage.model, "prompt_tokens": usage.prompt_tokens,
+                                 "completion_tokens": usage.completion_tokens})
+            span.end()
         generation_ms = ms_since(generation_started)
         answer = Answer(
             text="".join(pieces).strip(),
@@ -237,6 +262,7 @@ class Answerer:
             ),
             features=self._features(options, history, usage),
         )
+        record_answer(answer.metrics)
         if lookup:
             await self.cache.keep(lookup, question, answer)
         yield answer

@@ -8,7 +8,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from meshkit.timing import ms_since
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
 from services.rag_engine.filters import Filter, post_filtered
@@ -18,6 +21,7 @@ from services.rag_engine.metrics import record_retrieval
 from services.rag_engine.rerank import Reranker
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("sagemesh.rag_engine")
 
 MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
@@ -38,10 +42,6 @@ class RetrievalConfig:
     default_top_k: int = 10
     # Fused candidates the reranker re-scores (at least top_k).
     rerank_candidates: int = 20
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
 
 
 class RagEngine:
@@ -153,45 +153,62 @@ class RagEngine:
             if not weights[0]:
                 return []  # A list that cannot count is not worth fetching.
             embed_started = time.perf_counter()
-            vector = await self.embedder.embed_query(query)
-            timings.embed_ms = _elapsed_ms(embed_started)
+            with tracer.start_as_current_span("rag.embed", attributes={"model": self.embedder.name}):
+                vector = await self.embedder.embed_query(query)
+            timings.embed_ms = ms_since(embed_started)
             search_started = time.perf_counter()
-            hits = await self.vectors.search(vector, scope, filters, limit)
-            timings.vector_ms = _elapsed_ms(search_started)
+            with tracer.start_as_current_span("rag.vector_search", attributes={
+                    "limit": limit, "filtered": bool(filters)}) as span:
+                hits = await self.vectors.search(vector, scope, filters, limit)
+                span.set_attribute("candidates", len(hits))
+            timings.vector_ms = ms_since(search_started)
             return [chunk_id for chunk_id, _ in hits]
 
         async def keyword_branch() -> list[str]:
             if not weights[1]:
                 return []
             search_started = time.perf_counter()
-            if filters:
-                # The best BM25 hits whose records pass the filters.
-                hits = await post_filtered(
-                    lambda fetch: self.keywords.search(query, scope, fetch),
-                    lambda ids: self.vectors.passing(scope.tenant_id, ids, filters), limit, MAX_FILTERED_CANDIDATES,
-                )
-            else:
-                hits = await self.keywords.search(query, scope, limit)
-            timings.bm25_ms = _elapsed_ms(search_started)
+            with tracer.start_as_current_span("rag.bm25_search", attributes={
+                    "limit": limit, "filtered": bool(filters)}) as span:
+                if filters:
+                    # The best BM25 hits whose records pass the filters.
+                    hits = await post_filtered(
+                        lambda fetch: self.keywords.search(query, scope, fetch),
+                        lambda ids: self.vectors.passing(scope.tenant_id, ids, filters), limit,
+                        MAX_FILTERED_CANDIDATES,
+                    )
+                else:
+                    hits = await self.keywords.search(query, scope, limit)
+                span.set_attribute("candidates", len(hits))
+            timings.bm25_ms = ms_since(search_started)
             return [chunk_id for chunk_id, _ in hits]
 
-        vector_ids, keyword_ids = await asyncio.gather(vector_branch(), keyword_branch())
-        fuse_started = time.perf_counter()
-        keep = max(top_k, self.config.rerank_candidates) if use_rerank else top_k
-        fused = reciprocal_rank_fusion([vector_ids, keyword_ids], list(weights), self.config.rrf_k)[:keep]
-        timings.fuse_ms = _elapsed_ms(fuse_started)
-        records = await self.vectors.fetch(scope.tenant_id, [f.key for f in fused])
-        results = [
-            RankedChunk(records[f.key], f.score, vector_rank=f.ranks[0], bm25_rank=f.ranks[1])
-            for f in fused
-            # A chunk deleted between search and fetch is simply gone.
-            if f.key in records and records[f.key].tenant_id == scope.tenant_id
-        ]
-        if use_rerank and results:
-            rerank_started = time.perf_counter()
-            results = await self._rerank(query, results)
-            timings.rerank_ms = _elapsed_ms(rerank_started)
-        timings.total_ms = _elapsed_ms(started)
+        with tracer.start_as_current_span("rag.retrieve", attributes={
+                "top_k": top_k, "knowledge_bases": len(scope.kb_ids), "rerank": use_rerank,
+                "weights": list(weights)}) as retrieve_span:
+            vector_ids, keyword_ids = await asyncio.gather(vector_branch(), keyword_branch())
+            fuse_started = time.perf_counter()
+            keep = max(top_k, self.config.rerank_candidates) if use_rerank else top_k
+            with tracer.start_as_current_span("rag.fuse", attributes={
+                    "rrf_k": self.config.rrf_k, "vector_candidates": len(vector_ids),
+                    "bm25_candidates": len(keyword_ids)}) as span:
+                fused = reciprocal_rank_fusion([vector_ids, keyword_ids], list(weights), self.config.rrf_k)[:keep]
+                span.set_attribute("kept", len(fused))
+            timings.fuse_ms = ms_since(fuse_started)
+            records = await self.vectors.fetch(scope.tenant_id, [f.key for f in fused])
+            results = [
+                RankedChunk(records[f.key], f.score, vector_rank=f.ranks[0], bm25_rank=f.ranks[1])
+                for f in fused
+                # A chunk deleted between search and fetch is simply gone.
+                if f.key in records and records[f.key].tenant_id == scope.tenant_id
+            ]
+            if use_rerank and results:
+                rerank_started = time.perf_counter()
+                with tracer.start_as_current_span("rag.rerank", attributes={"candidates": len(results)}):
+                    results = await self._rerank(query, results)
+                timings.rerank_ms = ms_since(rerank_started)
+            retrieve_span.set_attribute("results", min(len(results), top_k))
+        timings.total_ms = ms_since(started)
         record_retrieval(timings)
         return results[:top_k], timings
 

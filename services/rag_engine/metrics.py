@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from services.rag_engine.domain import Timings
+
+if TYPE_CHECKING:
+    from services.rag_engine.answering import AnswerMetrics
 
 # From a cache-warm BM25 lookup (under a millisecond) to a CPU cross-encoder
 # reranking dozens of passages (seconds).
@@ -26,3 +30,25 @@ def record_retrieval(timings: Timings) -> None:
         milliseconds = getattr(timings, field.name)
         if milliseconds > 0:
             RETRIEVAL_STAGE_SECONDS.labels(field.name.removesuffix("_ms")).observe(milliseconds / 1000)
+
+
+ANSWER_CACHE_LOOKUPS = Counter("sagemesh_rag_answer_cache_lookups_total",
+                               "Answer cache lookups by result (hit, miss): the hit ratio.", ["result"])
+GENERATION_SECONDS = Histogram("sagemesh_rag_generation_seconds", "Time to generate one answer, by model.",
+                               ["model"], buckets=BUCKETS)
+GENERATION_TOKENS = Counter("sagemesh_rag_generation_tokens_total", "Tokens generators read and wrote, by model.",
+                            ["model", "kind"])
+GENERATION_COST = Counter("sagemesh_rag_generation_cost_usd_total",
+                          "Estimated cost of generation in USD, by model (from the configured price table).",
+                          ["model"])
+
+
+def record_cache_lookup(hit: bool) -> None:
+    ANSWER_CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+
+
+def record_answer(metrics: AnswerMetrics) -> None:
+    GENERATION_SECONDS.labels(metrics.generator).observe(metrics.generation_ms / 1000)
+    GENERATION_TOKENS.labels(metrics.generator, "prompt").inc(metrics.prompt_tokens)
+    GENERATION_TOKENS.labels(metrics.generator, "completion").inc(metrics.completion_tokens)
+    GENERATION_COST.labels(metrics.generator).inc(metrics.cost_usd)

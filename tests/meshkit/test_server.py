@@ -23,7 +23,7 @@ from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.identity.domain import Role, User
 from services.identity.tokens import AccessTokenIssuer, load_signing_key
 
-PROBE = ServiceInfo("probe", "sagemesh.identity.v1.IdentityService", 0)
+PROBE = ServiceInfo("probe", "sagemesh.identity.v1.IdentityService", 0, 0)
 
 
 class ProbeIdentity(identity_pb2_grpc.IdentityServiceServicer):

@@ -5,14 +5,20 @@ its circuit breaker, every failure told apart by kind for the trace."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from jsonschema.exceptions import best_match
 
 from services.agent.tools import Tool, ToolContext, ToolError
+from services.agent.metrics import TOOL_CALL_SECONDS, TOOL_CALLS
 from services.agent.tools.breaker import CircuitBreaker
+
+tracer = trace.get_tracer("sagemesh.agent")
 
 
 class ToolCallError(Exception):
@@ -59,6 +65,25 @@ class ToolRegistry:
         return tool
 
     async def call(self, name: str, arguments: Any, context: ToolContext = ToolContext()) -> Any:
+        started = time.perf_counter()
+        outcome = "cancelled"
+        with tracer.start_as_current_span(f"agent.tool.{name}", attributes={"tool": name}) as span:
+            try:
+                result = await self._call(name, arguments, context)
+                outcome = "ok"
+                return result
+            except ToolCallError as error:
+                outcome = error.kind
+                span.set_status(Status(StatusCode.ERROR, f"{error.kind}: {error.message}"))
+                raise
+            finally:
+                span.set_attribute("outcome", outcome)
+                # A name the model made up is not a label worth keeping.
+                label = name if name in self._tools else "unknown"
+                TOOL_CALLS.labels(label, outcome).inc()
+                TOOL_CALL_SECONDS.labels(label).observe(time.perf_counter() - started)
+
+    async def _call(self, name: str, arguments: Any, context: ToolContext) -> Any:
         tool = self._checked(name, arguments)
         breaker = self._breakers[name]
         if not breaker.allow():
