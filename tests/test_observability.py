@@ -83,6 +83,13 @@ async def upload_ask_and_compute(mesh: MeshUnderTest) -> tuple[httpx.Response, .
             "content": "How much are meals reimbursed per day?"},
             headers={**auth, "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
         assert asked.status_code == 200, asked.text
+        # Streamed answers are traced too, their bodies intact.
+        async with client.stream("POST", f"/api/v1/conversations/{conversation['id']}/messages:stream",
+                                  headers={**auth, "Accept": "text/event-stream"},
+                                  json={"content": "And per night?"}) as stream:
+            assert stream.status_code == 200 and len(stream.headers["x-trace-id"]) == 32
+            events = [line async for line in stream.aiter_lines() if line.startswith("data: ")]
+        assert "message" in json.loads(events[-1][len("data: "):])["result"]
         computed = await client.post("/api/v1/agent/execute", headers=auth, json={"task": "What is 15% of 80?"})
         assert computed.json()["finalResult"] == "15% of 80 = 12"
         return uploaded, asked, computed
@@ -95,11 +102,14 @@ async def traffic(traced):
     return before, *await upload_ask_and_compute(mesh)
 
 
-async def trace_with(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> list[ReceivedSpan]:
-    """The trace's spans once those named have arrived (the gateway's is sent after the response)."""
+async def trace_with(receiver: OtlpReceiver, trace_id: str, names: set[str],
+                     servers: frozenset[str] = frozenset()) -> list[ReceivedSpan]:
+    """The trace's spans once those named, and the server spans of those services, have arrived (each
+    process sends its spans on its own, the gateway's after the response)."""
     def arrived(_):
         found = receiver.trace(trace_id)
-        return found if names <= {s.name for s in found} else None
+        complete = names <= {s.name for s in found} and servers <= {s.service for s in found if s.kind == "SERVER"}
+        return found if complete else None
 
     return await receiver.wait_for(arrived)
 
@@ -123,7 +133,8 @@ async def test_a_question_is_one_trace_across_every_hop_continuing_the_clients(t
     assert asked.headers["x-trace-id"] == CLIENT_TRACE
 
     spans = await trace_with(receiver, CLIENT_TRACE,
-                             RAG_STAGES | {"POST /api/v1/conversations/{conversation_id}/messages"})
+                             RAG_STAGES | {"POST /api/v1/conversations/{conversation_id}/messages"},
+                             servers=frozenset({"gateway", "conversation", "rag_engine"}))
     tree = span_tree(spans)
     assert {s.service for s in spans} == {"gateway", "conversation", "rag_engine"}, tree
     assert {s.service_version for s in spans} == {"9.9.9-canary"}, tree
@@ -181,7 +192,8 @@ async def test_indexing_a_document_links_back_to_its_upload(traced, traffic):
 async def test_an_agent_run_shows_its_steps_and_tool_calls(traced, traffic):
     _, receiver, _ = traced
     *_, computed = traffic
-    spans = await trace_with(receiver, computed.headers["x-trace-id"], {"POST /api/v1/agent/execute", "agent.step"})
+    spans = await trace_with(receiver, computed.headers["x-trace-id"], {"POST /api/v1/agent/execute", "agent.step"},
+                             servers=frozenset({"agent"}))
     tree = span_tree(spans)
     [step] = by_name(spans, "agent.step")
     [tool] = by_name(spans, "agent.tool.calculator")

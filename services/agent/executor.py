@@ -62,21 +62,30 @@ Event = list[PlanStep] | TraceStep | tuple[Outcome, Stats]
 
 
 
-async def emitted(work: Callable[[Callable[[Event], None]], Awaitable[Outcome]]) -> AsyncIterator[Event | Outcome]:
-    """What `work` emits, as it emits it, then the Outcome it returns; raises what it raises.
+async def run_events(work: Callable[[Callable[[Event], None]], Awaitable[Outcome]], limits: Limits,
+                     trace: list[TraceStep], stats: Stats, result_so_far: Callable[[], str]) -> AsyncIterator[Event]:
+    """What `work` emits, as it emits it, then (its outcome, stats). Past the
+    deadline the run is STOPPED with `result_so_far()`.
 
     The work runs in a task of its own so that its deadline (asyncio.timeout)
     covers only its own awaits, never the consumer's between two events.
     """
+    started = time.perf_counter()
     events: asyncio.Queue[Event | None] = asyncio.Queue()
     worker = asyncio.create_task(work(events.put_nowait))
     worker.add_done_callback(lambda _: events.put_nowait(None))
     try:
         while (event := await events.get()) is not None:
             yield event
-        yield worker.result()
+        try:
+            outcome = worker.result()
+        except TimeoutError:
+            outcome = Outcome(Status.STOPPED, f"the deadline of {limits.deadline_seconds:g} s was reached",
+                              result_so_far())
     finally:
         worker.cancel()
+    stats.steps, stats.duration_ms = len(trace), ms_since(started)
+    yield outcome, stats
 
 
 class Executor:
@@ -87,21 +96,12 @@ class Executor:
     async def run(self, task: str, mode: Mode, tools: Sequence[str], limits: Limits, context: ToolContext,
                   reflect: bool = False) -> AsyncIterator[Event]:
         """The plan, each trace step as it happens, then (outcome, stats)."""
-        started = time.perf_counter()
         trace: list[TraceStep] = []
         stats = Stats()
-        try:
-            async for event in emitted(lambda emit: self._steps(task, mode, tools, limits, context, reflect, trace,
-                                                                 stats, emit)):
-                if isinstance(event, Outcome):
-                    outcome = event
-                else:
-                    yield event
-        except TimeoutError:
-            outcome = Outcome(Status.STOPPED, f"the deadline of {limits.deadline_seconds:g} s was reached",
-                              self.planner.final_answer(task, trace))
-        stats.steps, stats.duration_ms = len(trace), ms_since(started)
-        yield outcome, stats
+        async for event in run_events(
+                lambda emit: self._steps(task, mode, tools, limits, context, reflect, trace, stats, emit),
+                limits, trace, stats, lambda: self.planner.final_answer(task, trace)):
+            yield event
 
     async def _steps(self, task, mode, tools, limits, context, reflect, trace, stats, emit) -> Outcome:
         def record(step: TraceStep) -> TraceStep:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from opentelemetry import trace
 
-from meshkit.timing import ms_since
 from services.agent.domain import Outcome, PlanStep, Stats, Status, StepType, TraceStep
-from services.agent.executor import Event, Limits, emitted
+from services.agent.executor import Event, Limits, run_events
 from services.agent.reasoner_openai import ChatReasoner
 from services.agent.tool_calls import ModelToolCalls
 from services.agent.tools import Tool, ToolContext
@@ -112,17 +110,9 @@ class ModelPlanExecutor:
 
     async def run(self, task: str) -> AsyncIterator[Event]:
         """The plan (again after each re-plan), each trace step as it happens, then (outcome, stats)."""
-        started = time.perf_counter()
-        try:
-            async for event in emitted(lambda emit: self._run(task, emit)):
-                if isinstance(event, Outcome):
-                    outcome = event
-                else:
-                    yield event
-        except TimeoutError:
-            outcome = Outcome(Status.STOPPED, f"the deadline of {self.limits.deadline_seconds:g} s was reached", "")
-        self.stats.steps, self.stats.duration_ms = len(self.trace), ms_since(started)
-        yield outcome, self.stats
+        async for event in run_events(lambda emit: self._run(task, emit), self.limits, self.trace, self.stats,
+                                      lambda: ""):
+            yield event
 
     async def _ask(self, system: str, user: str, tools: Sequence[Tool] = ()):
         turn = await self.reasoner.next([{"role": "system", "content": system}, {"role": "user", "content": user}],

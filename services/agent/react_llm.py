@@ -5,14 +5,12 @@ same guards as every run (max_steps, the deadline, no repeated action)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 
 from opentelemetry import trace
 
-from meshkit.timing import ms_since
 from services.agent.domain import Outcome, Stats, Status, StepType, TraceStep
-from services.agent.executor import Event, Limits, emitted
+from services.agent.executor import Event, Limits, run_events
 from services.agent.reasoner_openai import ChatReasoner, Turn
 from services.agent.tool_calls import ModelToolCalls
 from services.agent.tools import Tool, ToolContext
@@ -34,22 +32,14 @@ Do not call a tool in this reply."""
 async def react(task: str, reasoner: ChatReasoner, registry: ToolRegistry, tools: Sequence[Tool], limits: Limits,
                 context: ToolContext, reflect: bool = False) -> AsyncIterator[Event]:
     """Each trace step as it happens, then (outcome, stats)."""
-    started = time.perf_counter()
     trace: list[TraceStep] = []
     stats = Stats()
     answered: list[str] = []  # what the model said last, the result when a guard stops it
-    try:
-        async for event in emitted(lambda emit: _loop(task, reasoner, registry, tools, limits, context, reflect,
-                                                       trace, stats, answered, emit)):
-            if isinstance(event, Outcome):
-                outcome = event
-            else:
-                yield event
-    except TimeoutError:
-        outcome = Outcome(Status.STOPPED, f"the deadline of {limits.deadline_seconds:g} s was reached",
-                          answered[-1] if answered else "")
-    stats.steps, stats.duration_ms = len(trace), ms_since(started)
-    yield outcome, stats
+    async for event in run_events(
+            lambda emit: _loop(task, reasoner, registry, tools, limits, context, reflect, trace, stats, answered,
+                               emit),
+            limits, trace, stats, lambda: answered[-1] if answered else ""):
+        yield event
 
 
 async def _loop(task, reasoner, registry, tools, limits, context, reflect, trace, stats, answered, emit) -> Outcome:

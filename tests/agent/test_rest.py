@@ -82,6 +82,7 @@ async def test_the_deadline_stops_a_looping_plan_and_the_run_is_kept(agent_with)
         run = await execute(client, task="Double numbers for ever", mode="AGENT_MODE_REACT", maxSteps=50)
         kept = (await client.get(f"/api/v1/agent/runs/{run['taskId']}")).json()
     assert run["status"] == "RUN_STATUS_STOPPED" and run["statusReason"] == "the deadline of 1 s was reached"
-    assert 1 <= run["stats"]["toolCalls"] <= 4 and 1000 <= run["stats"]["durationMs"] < 2000
+    # Stopped at the deadline, not after the 50 scripted turns (15 s of them).
+    assert run["stats"]["toolCalls"] < 10 and 1000 <= run["stats"]["durationMs"] < 5000
     assert kept["status"] == "RUN_STATUS_STOPPED" and json.dumps(kept["executionTrace"]) == \
         json.dumps(run["executionTrace"])
