@@ -95,8 +95,3 @@ def instrument_engine(engine) -> None:
         SQLAlchemyInstrumentor().instrument(engine=getattr(engine, "sync_engine", engine),
                                             tracer_provider=_provider, skip_dep_check=True)
 
-
-def current_trace_id() -> str:
-    """The current trace's id as Jaeger shows it (32 hex digits), or ""."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else ""
