@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from gateway import errors, transcode, uploads
 from gateway.observability import RequestObservation
 from gateway.rules import Route, Router
+from meshkit.context import ROUTING_HEADERS
 from meshkit.errors import InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str 
     metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     if "authorization" in headers:
         metadata.append(("authorization", _metadata_value("Authorization", headers["authorization"])))
+    for key in ROUTING_HEADERS:
+        if key in headers:
+            metadata.append((key, _metadata_value(key, headers[key])))
     if "idempotency-key" in headers:
         # The IETF draft's header, for the RPCs that honour it (SendMessage).
         metadata.append(("idempotency-key", _metadata_value("Idempotency-Key", headers["idempotency-key"])))

@@ -89,7 +89,8 @@ def channel_to(service: str, settings: MeshSettings, **kwargs) -> grpc.aio.Chann
 
 class _OutgoingCall:
     """Gives each call a deadline: its own, else the default, never beyond
-    what remains of the incoming request's; forwards request id and token."""
+    what remains of the incoming request's; forwards request id, token and
+    routing headers."""
 
     def __init__(self, default_timeout: float) -> None:
         self.default_timeout = default_timeout
@@ -103,6 +104,9 @@ class _OutgoingCall:
         request_id = context.request_id.get()
         if request_id and "x-request-id" not in metadata:
             metadata["x-request-id"] = request_id
+        for key, value in context.routing.get():
+            if key not in metadata:
+                metadata[key] = value
         principal = auth.principal_or_none()
         if principal is not None and "authorization" not in metadata:
             metadata["authorization"] = f"Bearer {principal.token}"

@@ -3,7 +3,8 @@
 Each check is an async callable that raises when its dependency is unusable
 (a database that does not answer, say). They run every few seconds; the
 service reports SERVING only while all pass, so Kubernetes and the gateway's
-/readyz stop sending it work when a dependency is gone.
+/readyz stop sending it work when a dependency is gone. The LIVENESS name
+alone does not follow them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Awaitable[object]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Answers SERVING while the process can serve at all, whatever its
+# dependencies: a liveness probe on it restarts a stuck process, never one
+# whose database is down (restarting would not bring the database back).
+LIVENESS = "liveness"
 
 
 class DependencyHealth:
@@ -47,6 +52,9 @@ class DependencyHealth:
         except Exception as error:  # any failure makes the dependency unusable
             return f"{type(error).__name__}: {error}"[:300]
         return None
+
+    async def started(self) -> None:
+        await self.servicer.set(LIVENESS, SERVING)
 
     async def check_once(self) -> bool:
         names = list(self.checks)

@@ -99,13 +99,16 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, scope) -> grpc.RpcMethodHandle
 
 class RequestContextInterceptor(ScopedInterceptor):
     """Adopts the caller's x-request-id (or makes one), records the call's
-    deadline for downstream calls, logs one line per call and counts it."""
+    deadline and routing headers for downstream calls, logs one line per call
+    and counts it."""
 
     @asynccontextmanager
     async def scope(self, details, ctx) -> AsyncIterator[None]:
-        request_id = _metadata(details).get("x-request-id") or uuid.uuid4().hex
+        metadata = _metadata(details)
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         remaining = ctx.time_remaining()
         request_token = context.request_id.set(request_id)
+        routing_token = context.routing.set(tuple((k, metadata[k]) for k in context.ROUTING_HEADERS if k in metadata))
         deadline_token = context.deadline.set(
             time.monotonic() + remaining if remaining is not None else None
         )
@@ -130,6 +133,7 @@ class RequestContextInterceptor(ScopedInterceptor):
             metrics.observe_server_call(details.method, code, seconds)
             context.request_id.reset(request_token)
             context.deadline.reset(deadline_token)
+            context.routing.reset(routing_token)
 
 
 class ErrorInterceptor(ScopedInterceptor):

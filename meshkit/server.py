@@ -107,6 +107,7 @@ class MeshServer:
         if port is None:
             port = self.app.info.default_port
         self.port = self.server.add_insecure_port(f"{self.settings.listen_host}:{port}")
+        await self.health.started()
         await self.health.check_once()
         await self.server.start()
         self._watcher = asyncio.create_task(self.health.watch())

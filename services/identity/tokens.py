@@ -33,14 +33,16 @@ def load_signing_key(directory: Path, kid: str | None) -> tuple[str, Ed25519Priv
     elif candidates:
         path = candidates[-1]
     else:
-        return _create_key(directory)
+        return create_signing_key(directory)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return path.name.removesuffix(PRIVATE_KEY_SUFFIX), key
 
 
-def _create_key(directory: Path) -> tuple[str, Ed25519PrivateKey]:
+def create_signing_key(directory: Path) -> tuple[str, Ed25519PrivateKey]:
+    """A new key pair in `directory`: <kid>.key.pem (readable by its owner only) and <kid>.pub.pem."""
+    directory.mkdir(parents=True, exist_ok=True)
     kid = f"{time.strftime('%Y%m%d')}-{secrets.token_hex(4)}"
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(

@@ -86,9 +86,10 @@ async def test_request_headers_become_metadata(gateway):
     reply = await gateway.client.get(
         "/v1/echo/abc",
         headers={"Authorization": "Bearer t0ken", "Grpc-Metadata-Tenant-Hint": "acme",
-                 "X-Request-Id": "req-1", "Grpc-Metadata-grpc-status": "spoof"},
+                 "X-Request-Id": "req-1", "Grpc-Metadata-grpc-status": "spoof", "X-Canary": "true"},
     )
     metadata = reply.json()["metadata"]
+    assert metadata["x-canary"] == "true"  # routes the request to canaries at every hop
     assert metadata["authorization"] == "Bearer t0ken"
     assert metadata["tenant-hint"] == "acme"
     assert metadata["x-request-id"] == "req-1"

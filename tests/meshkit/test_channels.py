@@ -139,13 +139,14 @@ class RecordingKnowledge(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return knowledge_pb.UploadDocumentResponse()
 
 
-async def test_streaming_calls_carry_the_deadline_request_id_and_token_too():
+async def test_streaming_calls_carry_the_deadline_request_id_token_and_routing_headers_too():
     servicer = RecordingKnowledge()
     server = grpc.aio.server()
     knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    tokens = context.request_id.set("req-stream"), context.deadline.set(time.monotonic() + 2.0)
+    tokens = (context.request_id.set("req-stream"), context.deadline.set(time.monotonic() + 2.0),
+              context.routing.set((("x-canary", "true"),)))
     set_principal(Principal("u1", "t1", "u@example.com", "member", "s1", time.time() + 60, "tok-1"))
     try:
         async with create_channel(f"127.0.0.1:{port}", settings(default_deadline_seconds=30)) as channel:
@@ -156,8 +157,10 @@ async def test_streaming_calls_carry_the_deadline_request_id_and_token_too():
         set_principal(None)
         context.request_id.reset(tokens[0])
         context.deadline.reset(tokens[1])
+        context.routing.reset(tokens[2])
         await server.stop(0)
     assert [name for name, _, _ in servicer.calls] == ["server-stream", "client-stream"]
     for _, metadata, remaining in servicer.calls:
         assert metadata["x-request-id"] == "req-stream" and metadata["authorization"] == "Bearer tok-1"
+        assert metadata["x-canary"] == "true"  # Istio routes every hop of a canary request by it
         assert remaining is not None and remaining <= 2.0 + WIRE_ROUNDING

@@ -144,7 +144,7 @@ async def test_streams_pass_through_the_interceptors_and_end_with_the_mapped_err
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_health_follows_the_dependencies(probe):
+async def test_health_follows_the_dependencies_but_liveness_does_not(probe):
     health = health_pb2_grpc.HealthStub(probe.channel)
     request = health_pb2.HealthCheckRequest(service=PROBE.grpc_service)
     assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
@@ -152,6 +152,8 @@ async def test_health_follows_the_dependencies(probe):
     await probe.server.health.check_once()
     assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert "database" in probe.server.health.failing
+    liveness = health_pb2.HealthCheckRequest(service="liveness")
+    assert (await health.Check(liveness)).status == health_pb2.HealthCheckResponse.SERVING
     probe.dependency_ok = True
     await probe.server.health.check_once()
     assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
