@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import errors, transcode, uploads
 from gateway.observability import RequestObservation
+from gateway.rate_limits import RateLimiter, Refusal
 from gateway.rules import Route, Router
 from meshkit.context import ROUTING_HEADERS
 from meshkit.errors import InvalidArgument, ResourceExhausted
@@ -40,6 +41,8 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 _INTERNAL_METADATA = ("grpc-", ":")
 # gRPC's own wording when no connection could be made: it names internal addresses.
 _TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
+# Logins are also limited per account and address: passwords must not be guessed at speed.
+LOGIN_METHOD = "sagemesh.identity.v1.IdentityService.Login"
 
 
 def error_response(
@@ -76,6 +79,21 @@ def _metadata_value(header: str, value: str) -> str:
     if not _VALID_METADATA_VALUE.match(value):
         raise InvalidArgument(f"header {header} has characters gRPC metadata cannot carry")
     return value
+
+
+def too_many_requests(refusal: Refusal, request_id: str) -> Response:
+    return error_response(429, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message), request_id,
+                          {"retry-after": str(refusal.retry_after_seconds)})
+
+
+def client_address(request: Request, trusted_proxy_hops: int) -> str:
+    """The caller's address: the peer's, or, behind `trusted_proxy_hops` proxies that append to
+    X-Forwarded-For, the address the farthest of them saw (entries before it can be forged)."""
+    peer = request.client.host if request.client else ""
+    if trusted_proxy_hops <= 0:
+        return peer
+    chain = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+    return chain[-trusted_proxy_hops] if len(chain) >= trusted_proxy_hops else peer
 
 
 def request_id_of(request: Request) -> str:
@@ -137,6 +155,8 @@ class Gateway:
         max_upload_bytes: int,
         readiness_timeout: float,
         extra_routes: Mapping[str, object] | None = None,
+        rate_limiter: RateLimiter | None = None,
+        trusted_proxy_hops: int = 0,
     ) -> None:
         self.router = router
         self.channel_factories = channel_factories
@@ -147,6 +167,8 @@ class Gateway:
         # Fixed pages: /healthz, /readyz, /openapi.json, /docs ...
         self.pages = {"/healthz": self.healthz, "/readyz": self.readyz, **(extra_routes or {})}
         self._callables: dict[Route, object] = {}
+        self.rate_limiter = rate_limiter
+        self.trusted_proxy_hops = trusted_proxy_hops
 
     @property
     def channels(self) -> dict[str, grpc.aio.Channel]:
@@ -204,6 +226,12 @@ class Gateway:
                 404, errors.status_json(grpc.StatusCode.NOT_FOUND, "Not Found"), request_id
             )
         seen.route_matched(route.template.template)
+        caller = None
+        if self.rate_limiter:
+            caller = self.rate_limiter.caller(request.headers.get("authorization"),
+                                              client_address(request, self.trusted_proxy_hops))
+            if refusal := await self.rate_limiter.check(caller):
+                return too_many_requests(refusal, request_id)
         try:
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
             metadata = outgoing_metadata(request, request_id)
@@ -219,6 +247,9 @@ class Gateway:
             return payload_too_large(error, request_id)
         except ClientDisconnect:
             return Response(status_code=499)
+        if caller and route.method.full_name == LOGIN_METHOD:
+            if refusal := await self.rate_limiter.check_login(caller, message.email):
+                return too_many_requests(refusal, request_id)
         if route.server_streaming:
             return await self.server_stream(route, message, request, metadata, timeout, request_id)
         return await self.unary(route, message, metadata, timeout, request_id)

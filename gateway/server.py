@@ -10,11 +10,13 @@ import uvicorn
 
 from gateway.app import Gateway
 from gateway.openapi import docs_pages
+from gateway.rate_limits import RateLimitConfig, RateLimiter, storage_for
 from gateway.rules import Router, routes_of
 from gateway.settings import GatewaySettings
 from meshkit.channels import channel_to
 from meshkit import metrics, telemetry
 from meshkit.logs import configure_logging
+from meshkit.server import token_verifier
 from meshkit.topology import GATEWAY_METRICS_PORT, SERVICES
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,17 @@ def build(settings: GatewaySettings) -> Gateway:
         max_upload_bytes=settings.max_upload_bytes,
         readiness_timeout=settings.readiness_timeout_seconds,
         extra_routes=docs_pages(list(descriptors.values())),
+        rate_limiter=rate_limiter(settings) if settings.rate_limits else None,
+        trusted_proxy_hops=settings.trusted_proxy_hops,
     )
+
+
+def rate_limiter(settings: GatewaySettings) -> RateLimiter:
+    config = RateLimitConfig(settings.rate_limit_per_user, settings.rate_limit_per_tenant,
+                             settings.rate_limit_per_address, settings.login_limit_per_account,
+                             settings.login_limit_per_address)
+    # Tokens are verified here only to know whose limit a request counts against; the services verify them again.
+    return RateLimiter(config, storage_for(settings.redis_url), token_verifier(settings))
 
 
 def main() -> None:

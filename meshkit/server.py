@@ -77,6 +77,7 @@ class MeshServer:
                 interceptors.AuthInterceptor(token_verifier(settings)),
             ],
             options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.health_servicer = health.aio.HealthServicer()
         self.health = DependencyHealth(

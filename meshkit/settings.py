@@ -53,6 +53,9 @@ class MeshSettings(BaseSettings):
     # Recycle connections now and then so clients rebalance across new pods.
     max_connection_age_seconds: float = 300.0
     health_check_interval_seconds: float = 5.0
+    # Calls served at once; beyond it a call is refused at once with
+    # RESOURCE_EXHAUSTED (the gateway's 429) rather than queued without bound.
+    max_concurrent_rpcs: int = 256
 
     # gRPC clients.
     default_deadline_seconds: float = 10.0

@@ -138,7 +138,9 @@ def required_env(process: str) -> set[str]:
     needed = {"SAGEMESH_DATA_DIR", "SAGEMESH_METRICS_HOST", "SAGEMESH_SERVICE_VERSION"}
     needed |= {f"SAGEMESH_{peer.upper()}_ADDR" for peer in peers_called(process)}
     if process == "gateway":
-        return needed | {"SAGEMESH_HTTP_HOST"}
+        # Rate limits: counted in Redis, by the user of a verified token, behind the ingress gateway.
+        return needed | {"SAGEMESH_HTTP_HOST", "SAGEMESH_REDIS_URL", "SAGEMESH_JWT_KEYS_DIR",
+                         "SAGEMESH_TRUSTED_PROXY_HOPS"}
     needed |= {"SAGEMESH_LISTEN_HOST", "SAGEMESH_JWT_KEYS_DIR"}
     if process in ("identity", "conversation", "knowledge", "agent"):
         needed.add("SAGEMESH_DATABASE_URL")

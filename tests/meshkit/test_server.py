@@ -56,10 +56,10 @@ class ProbeRag(rag_engine_pb2_grpc.RagEngineServiceServicer):
 
 
 class Probe:
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, **settings_fields) -> None:
         self.identity = ProbeIdentity()
         self.dependency_ok = True
-        self.settings = MeshSettings(_env_file=None, data_dir=tmp_path, listen_port=0)
+        self.settings = MeshSettings(_env_file=None, data_dir=tmp_path, listen_port=0, **settings_fields)
         kid, key = load_signing_key(self.settings.keys_dir, None)
         self.tokens = AccessTokenIssuer(kid, key, self.settings.jwt_issuer, self.settings.jwt_audience, 60)
 
@@ -187,5 +187,26 @@ async def test_stop_drains_in_flight_calls_and_refuses_new_ones(tmp_path):
             assert caught.value.code() in (
                 grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
             )
+    finally:
+        await probe.server.stop(grace=0)
+
+
+async def test_calls_beyond_the_concurrency_limit_are_refused_at_once(tmp_path):
+    probe = Probe(tmp_path, max_concurrent_rpcs=2)
+    probe.identity.delay = 1.0
+    await probe.server.start()
+    try:
+        async with create_channel(probe.server.address, probe.settings) as channel:
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+            await asyncio.wait_for(channel.channel_ready(), 5)
+            started = time.monotonic()
+            calls = [asyncio.ensure_future(stub.Register(pb.RegisterRequest(email=f"{i}@example.com")))
+                     for i in range(3)]
+            done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_EXCEPTION)
+            refused = [c.exception() for c in done if c.exception()]
+            assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() - started < 0.5  # refused, not queued behind the slow ones
+            served = await asyncio.gather(*(c for c in calls if not c.done() or not c.exception()))
+            assert len(served) == 2
     finally:
         await probe.server.stop(grace=0)
