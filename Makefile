@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test test-local-llm gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion install models clean
+.PHONY: run test test-local-llm gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion bench-load install models clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -48,6 +48,10 @@ bench-retrieval: install
 # 1,000 mixed documents through upload, parse, chunk and index: about 5 minutes.
 bench-ingestion: install
 	$(PY) -m bench.ingestion --out bench/results/ingestion.md
+
+# Mixed REST traffic from 32 users for 60 s through the whole mesh: about 2 minutes.
+bench-load: install
+	$(PY) -m bench.load --users 32 --seconds 60 --out bench/results/load.md
 
 install: $(VENV)/.installed node_modules/.installed gen/.stamp models
 

@@ -108,9 +108,37 @@ def _set_path(target: dict, steps: list[Step], value: str) -> None:
         target[leaf.name] = converted
 
 
+def _known_fields_only(data, descriptor: Descriptor):
+    """`data` without the fields the message does not have, at any depth.
+
+    Unknown fields are ignored, as grpc-gateway ignores them; but protobuf's
+    own `ignore_unknown_fields` also ignores enum values it does not know,
+    which would turn a misspelt mode into the default one without a word.
+    """
+    if not isinstance(data, dict) or descriptor.full_name.startswith("google.protobuf."):
+        return data  # not an object (Parse says so), or a well-known type with a JSON form of its own
+    fields = {**{f.name: f for f in descriptor.fields}, **{f.json_name: f for f in descriptor.fields}}
+    kept = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None and isinstance(value, dict):
+                value = {k: _known_fields_only(v, value_field.message_type) for k, v in value.items()}
+        elif field.message_type is not None:
+            if isinstance(value, list) and field.is_repeated:
+                value = [_known_fields_only(item, field.message_type) for item in value]
+            else:
+                value = _known_fields_only(value, field.message_type)
+        kept[key] = value
+    return kept
+
+
 def _parse_dict(data: dict, message: Message) -> None:
     try:
-        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+        json_format.ParseDict(_known_fields_only(data, message.DESCRIPTOR), message)
     except json_format.ParseError as error:
         raise InvalidArgument(str(error)) from None
 

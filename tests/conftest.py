@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,17 +20,13 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from scripts.mesh_process import free_port  # noqa: F401  (the tests import it from here)
+
 pytest_plugins = ["tests.fixtures.identity", "tests.fixtures.mesh"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "SAGEMESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

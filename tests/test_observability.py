@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.mesh_process import MeshUnderTest, mesh_env, running_mesh
+from scripts.mesh_process import MeshUnderTest, mesh_env, running_mesh
 from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan, span_tree
 
 PASSWORD = "tracing is not logging 7!"

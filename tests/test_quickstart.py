@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.mesh_process import mesh_env, running_mesh
+from scripts.mesh_process import mesh_env, running_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"

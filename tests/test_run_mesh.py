@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from tests.fixtures.mesh_process import mesh_env, running_mesh
+from scripts.mesh_process import mesh_env, running_mesh
 
 
 def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):

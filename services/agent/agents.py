@@ -24,6 +24,7 @@ from services.agent.tools import Tool, ToolContext
 from services.agent.tools.registry import ToolRegistry
 
 MAX_TASK_CHARS = 4000
+MAX_KB_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,13 @@ class Agents:
         max_steps = max_steps or self.config.default_max_steps
         if not 1 <= max_steps <= self.config.max_steps_limit:
             raise InvalidArgument(f"must be between 1 and {self.config.max_steps_limit}", field="max_steps")
+        kb_ids = tuple(dict.fromkeys(k.strip() for k in kb_ids if k.strip()))
+        if len(kb_ids) > MAX_KB_IDS:
+            raise InvalidArgument(f"at most {MAX_KB_IDS} knowledge bases", field="kb_ids")
         allowed = self._tools(tools)
         created_at = datetime.now(timezone.utc)
         limits = Limits(max_steps, self.config.deadline_seconds)
-        context = ToolContext(kb_ids=tuple(dict.fromkeys(kb_ids)))
+        context = ToolContext(kb_ids=kb_ids)
         if self._needs_model(task, mode, allowed):
             offered = [t for t in self.registry.enabled() if t.name in allowed]
             if mode is Mode.REACT:

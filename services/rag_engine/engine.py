@@ -25,6 +25,8 @@ tracer = trace.get_tracer("sagemesh.rag_engine")
 
 MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
+# Knowledge bases one search may span: each adds to the scope filter every index evaluates.
+MAX_KNOWLEDGE_BASES = 20
 MAX_CHUNKS_PER_CALL = 2_000
 MAX_CHUNK_CHARS = 60_000
 # BM25 hits looked at, at most, to find enough that pass a metadata filter.
@@ -139,6 +141,8 @@ class RagEngine:
         top_k = top_k or self.config.default_top_k
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgument(f"must be between 1 and {MAX_TOP_K}", field="top_k")
+        if len(scope.kb_ids) > MAX_KNOWLEDGE_BASES:
+            raise InvalidArgument(f"at most {MAX_KNOWLEDGE_BASES} knowledge bases", field="kb_ids")
         if any(w < 0 for w in weights):
             raise InvalidArgument("must not be negative", field="weights")
         if not any(weights):

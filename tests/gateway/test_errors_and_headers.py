@@ -62,6 +62,12 @@ GATEWAY_ERRORS = [
     pytest.param("POST", "/v1/echo/abc", {}, b"[" * 5000 + b"]" * 5000, 400, "malformed JSON", id="deeply-nested"),
     pytest.param("GET", "/v1/echo/abc", {"small": "x"}, None, 400, "small", id="bad-query-value"),
     pytest.param("GET", "/v1/echo/abc", {"flag": "maybe"}, None, 400, "boolean", id="bad-boolean"),
+    # Unknown fields are ignored, an unknown enum value is not: a misspelt mode must not become the default one.
+    pytest.param("POST", "/v1/echo/abc", {}, b'{"color": "COLOR_REED", "unknownField": 1}', 400, "COLOR_REED",
+                 id="unknown-enum-value"),
+    pytest.param("POST", "/v1/echo/abc", {}, b'{"nested": {"label": "x", "count": "lots"}}', 400, "count",
+                 id="wrong-type-nested"),
+    pytest.param("GET", "/v1/echo/abc", {"color": "PURPLE"}, None, 400, "PURPLE", id="unknown-enum-in-query"),
     pytest.param("POST", "/v1/echo/abc", {}, b'{"name": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}', 413, "limit", id="body-too-large"),
 ]
 

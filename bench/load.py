@@ -1,0 +1,237 @@
+"""Mixed REST traffic through the gateway, as `make run` starts the mesh:
+`python -m bench.load --users 32 --seconds 60`.
+
+Each simulated user signs up, then loops without pause over a weighted mix of
+what a web app does (list conversations and knowledge bases, retrieve, ask a
+question the cache has seen, ask a new one, upload a small document, read its
+profile) and logs in again every 15 s, for the stated time. It prints
+throughput, p50/p95/p99 by route and the errors (any status other than 2xx, or
+no answer), and writes the table to --out.
+
+The rate limits stay as shipped but for two things a real deployment has and
+one machine has not: each user comes from an address of its own (the gateway
+trusts one proxy hop, and the bench says X-Forwarded-For), and the per-tenant
+limit is raised, since all users are in one tenant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from scripts.mesh_process import mesh_env, running_mesh
+
+PASSWORD = "load test password 42"
+POLICY = b"""# Travel policy
+
+## Meals
+Meals on business trips are reimbursed up to 45 euros a day.
+
+## Hotels
+The nightly hotel budget in Zurich is 240 francs; elsewhere in Switzerland 180 francs.
+
+## Trains
+Train travel is second class, first class for journeys over four hours.
+"""
+CACHED_QUESTION = "How much are meals reimbursed per day?"
+FRESH_TOPICS = ["hotel budget in Zurich", "train class for long journeys", "meal reimbursement", "hotels elsewhere"]
+# Route -> weight of the mix.
+MIX = {
+    "GET /api/v1/conversations": 20,
+    "GET /api/v1/knowledge/bases": 10,
+    "POST /api/v1/rag/retrieve": 20,
+    "POST messages (cached question)": 25,
+    "POST messages (new question)": 10,
+    "POST documents (upload)": 5,
+    "GET /api/v1/users/me": 5,
+}
+LOGIN = "POST /api/v1/auth/login"
+LOGIN_EVERY_SECONDS = 15
+
+
+@dataclass
+class Results:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # Refused by a rate limit (429): the limits at work, counted apart from errors.
+    limited: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def record(self, route: str, started: float, response: httpx.Response | None, problem: str = "") -> None:
+        if response is not None and response.status_code == 429:
+            self.limited[route] += 1
+            return
+        self.latencies[route].append(time.perf_counter() - started)
+        if response is None or not response.is_success:
+            self.errors[route].append(problem or f"{response.status_code}: {response.text[:120]}")
+
+
+@dataclass
+class User:
+    client: httpx.AsyncClient
+    email: str
+    headers: dict[str, str]
+    conversation_id: str
+    kb_id: str
+    # The cached question is asked first in a conversation (the cache key includes the history):
+    # one is made before each such request, outside its timing.
+    fresh_conversation_id: str = ""
+
+
+async def sign_up(client: httpx.AsyncClient, kb_id: str | None, number: int) -> User:
+    email = f"load-{uuid.uuid4().hex[:10]}@example.com"
+    address = {"X-Forwarded-For": f"10.{number // 250}.{number % 250}.1"}
+    registered = await client.post("/api/v1/auth/register", headers=address,
+                                   json={"email": email, "password": PASSWORD})
+    registered.raise_for_status()
+    token = await client.post("/api/v1/auth/login", headers=address, json={"email": email, "password": PASSWORD})
+    token.raise_for_status()
+    headers = {**address, "Authorization": f"Bearer {token.json()['accessToken']}"}
+    if kb_id is None:
+        kb = await client.post("/api/v1/knowledge/bases", headers=headers, json={"name": "travel"})
+        kb.raise_for_status()
+        kb_id = kb.json()["id"]
+    conversation = await client.post("/api/v1/conversations", headers=headers, json={"kbIds": [kb_id]})
+    conversation.raise_for_status()
+    return User(client, email, headers, conversation.json()["id"], kb_id)
+
+
+async def upload(user: User, content: bytes, name: str) -> httpx.Response:
+    return await user.client.post(f"/api/v1/knowledge/bases/{user.kb_id}/documents", headers=user.headers,
+                                  files={"file": (name, content, "text/markdown")})
+
+
+async def one_request(user: User, route: str) -> httpx.Response:
+    client, headers = user.client, user.headers
+    if route == "GET /api/v1/conversations":
+        return await client.get("/api/v1/conversations", headers=headers)
+    if route == "GET /api/v1/knowledge/bases":
+        return await client.get("/api/v1/knowledge/bases", headers=headers)
+    if route == "POST /api/v1/rag/retrieve":
+        return await client.post("/api/v1/rag/retrieve", headers=headers,
+                                 json={"query": f"{random.choice(FRESH_TOPICS)} {uuid.uuid4().hex[:4]}",
+                                       "kbIds": [user.kb_id], "topK": 5})
+    if route == "POST messages (cached question)":
+        return await client.post(f"/api/v1/conversations/{user.fresh_conversation_id}/messages", headers=headers,
+                                 json={"content": CACHED_QUESTION})
+    if route == "POST messages (new question)":
+        question = f"What does the policy say about {random.choice(FRESH_TOPICS)}? ({uuid.uuid4().hex[:6]})"
+        return await client.post(f"/api/v1/conversations/{user.conversation_id}/messages", headers=headers,
+                                 json={"content": question})
+    if route == "POST documents (upload)":
+        return await upload(user, f"# Note {uuid.uuid4()}\n\nExpenses under 10 euros need no receipt.\n".encode(),
+                            "note.md")
+    if route == LOGIN:
+        return await client.post("/api/v1/auth/login", headers={"X-Forwarded-For": headers["X-Forwarded-For"]},
+                                 json={"email": user.email, "password": PASSWORD})
+    if route == "GET /api/v1/users/me":
+        return await client.get("/api/v1/users/me", headers=headers)
+    raise ValueError(route)
+
+
+async def prepare(user: User, route: str) -> None:
+    """What a request needs made first, outside its timing."""
+    if route == "POST messages (cached question)":
+        fresh = await user.client.post("/api/v1/conversations", headers=user.headers, json={"kbIds": [user.kb_id]})
+        fresh.raise_for_status()
+        user.fresh_conversation_id = fresh.json()["id"]
+
+
+async def drive(user: User, until: float, results: Results, mix: dict[str, int]) -> None:
+    routes, weights = list(mix), list(mix.values())
+    logged_in = time.perf_counter()
+    while time.perf_counter() < until:
+        route = random.choices(routes, weights)[0]
+        if time.perf_counter() - logged_in > LOGIN_EVERY_SECONDS:
+            route, logged_in = LOGIN, time.perf_counter()
+        started = time.perf_counter()
+        try:
+            await prepare(user, route)
+            started = time.perf_counter()
+            response = await one_request(user, route)
+        except httpx.HTTPError as error:
+            results.record(route, started, None, f"{type(error).__name__}: {error}")
+            continue
+        results.record(route, started, response)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def report(results: Results, users: int, seconds: float) -> str:
+    lines = [f"Mixed REST traffic: {users} users without pause for {seconds:.0f} s through the gateway "
+             f"(`python -m bench.load --users {users} --seconds {seconds:.0f}`).", "",
+             "| route | requests | per second | p50 ms | p95 ms | p99 ms | errors | rate-limited (429) |",
+             "|---|---|---|---|---|---|---|---|"]
+    everything: list[float] = []
+    for route in [*MIX, LOGIN]:
+        values = results.latencies.get(route, [])
+        if not values:
+            continue
+        everything += values
+        lines.append(f"| {route} | {len(values)} | {len(values) / seconds:.1f} | {percentile(values, 50) * 1000:.0f} | "
+                     f"{percentile(values, 95) * 1000:.0f} | {percentile(values, 99) * 1000:.0f} | "
+                     f"{len(results.errors.get(route, []))} | {results.limited.get(route, 0)} |")
+    errors = sum(len(e) for e in results.errors.values())
+    lines.append(f"| **all** | {len(everything)} | {len(everything) / seconds:.1f} | "
+                 f"{percentile(everything, 50) * 1000:.0f} | {percentile(everything, 95) * 1000:.0f} | "
+                 f"{percentile(everything, 99) * 1000:.0f} | {errors} | {sum(results.limited.values())} |")
+    for route, problems in results.errors.items():
+        lines.append(f"\n{route}: {len(problems)} errors, e.g. {problems[0]}")
+    return "\n".join(lines) + "\n"
+
+
+async def run(url: str, users: int, seconds: float, mix: dict[str, int]) -> str:
+    limits = httpx.Limits(max_connections=users * 2, max_keepalive_connections=users * 2)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        first = await sign_up(client, None, 0)
+        for i, content in enumerate([POLICY, POLICY.replace(b"45 euros", b"45 EUR (2025 edition)")]):
+            document = await upload(first, content, f"policy-{i}.md")
+            document.raise_for_status()
+            async with client.stream("GET", f"/api/v1/knowledge/documents/{document.json()['documentId']}"
+                                            "/status:watch", headers=first.headers) as watch:
+                _ = [line async for line in watch.aiter_lines()]
+        everyone = [first, *await asyncio.gather(*(sign_up(client, first.kb_id, n) for n in range(1, users)))]
+        # Warm the cache and the models once, outside the measured time.
+        await prepare(first, "POST messages (cached question)")
+        (await one_request(first, "POST messages (cached question)")).raise_for_status()
+        results = Results()
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*(drive(user, until, results, mix) for user in everyone))
+    return report(results, users, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--url", help="a running mesh's gateway; by default the bench starts its own")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", nargs="+", metavar="ROUTE", choices=list(MIX),
+                        help="send only these routes of the mix (to see one path's cost without the others)")
+    options = parser.parse_args()
+    mix = {route: weight for route, weight in MIX.items() if not options.only or route in options.only}
+    if options.url:
+        table = asyncio.run(run(options.url, options.users, options.seconds, mix))
+    else:
+        with tempfile.TemporaryDirectory() as data_dir, running_mesh(mesh_env(
+                Path(data_dir), SAGEMESH_LOG_LEVEL="WARNING", SAGEMESH_RATE_LIMIT_PER_TENANT="100000/second",
+                SAGEMESH_TRUSTED_PROXY_HOPS="1")) as mesh:
+            table = asyncio.run(run(mesh.url, options.users, options.seconds, mix))
+    print(table)
+    if options.out:
+        options.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
