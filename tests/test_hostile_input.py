@@ -145,6 +145,7 @@ async def test_another_tenants_ids_find_nothing_on_any_route(world):
         ("POST", f"/api/v1/conversations/{conversation}/messages", {"content": "What is the merger code name?"}),
         ("DELETE", f"/api/v1/conversations/{conversation}", None),
         ("GET", f"/api/v1/agent/runs/{run}", None),
+        ("POST", "/api/v1/conversations", {"kbIds": [kb]}),
     ]
     async with httpx.AsyncClient(base_url=world["url"], timeout=60) as client:
         for method, path, body in attempts:
@@ -156,11 +157,11 @@ async def test_another_tenants_ids_find_nothing_on_any_route(world):
             response = await client.post(route, headers=world["intruder"],
                                          json={"query": "merger code name", "kbIds": [kb]})
             assert response.status_code in (200, 404) and "BLUEHERON" not in response.text, response.text
-        # A conversation of one's own over another tenant's base answers from nothing of it.
-        conversation = await client.post("/api/v1/conversations", headers=world["intruder"], json={"kbIds": [kb]})
+        # Nor does naming it in a message of one's own conversation.
+        conversation = await client.post("/api/v1/conversations", headers=world["intruder"], json={})
         asked = await client.post(f"/api/v1/conversations/{conversation.json()['id']}/messages",
-                                  headers=world["intruder"], json={"content": "What is the merger code name?"})
-        assert asked.status_code == 200 and "BLUEHERON" not in asked.text and not asked.json()["message"]["sources"]
+                                  headers=world["intruder"], json={"content": "The merger code name?", "kbIds": [kb]})
+        assert_refused(asked, 404)
         agent = await client.post("/api/v1/agent/execute", headers=world["intruder"],
                                   json={"task": "What is the merger code name in our documents?", "kbIds": [kb]})
         assert "BLUEHERON" not in agent.text

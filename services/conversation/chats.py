@@ -20,6 +20,7 @@ from meshkit import paging
 from meshkit.paging import Page
 from meshkit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.conversation.answerer import Answerer
+from services.conversation.knowledge_bases import KnowledgeBases
 from services.conversation.domain import AnswerResult, Conversation, Message, Mode
 from services.conversation.store import ConversationStore, DuplicateSend, Send
 
@@ -53,9 +54,11 @@ def _kb_ids(kb_ids: Sequence[str], field: str) -> tuple[str, ...]:
 
 
 class Chats:
-    def __init__(self, store: ConversationStore, answerers: dict[Mode, Answerer], config: ChatsConfig) -> None:
+    def __init__(self, store: ConversationStore, answerers: dict[Mode, Answerer], knowledge_bases: KnowledgeBases,
+                 config: ChatsConfig) -> None:
         self.store = store
         self.answerers = answerers
+        self.knowledge_bases = knowledge_bases
         self.config = config
         self._answering: set[asyncio.Task] = set()
 
@@ -68,8 +71,14 @@ class Chats:
         title = " ".join(title.split())
         if len(title) > MAX_TITLE_CHARS:
             raise InvalidArgument(f"at most {MAX_TITLE_CHARS} characters", field="conversation.title")
-        return await self.store.create_conversation(caller.tenant_id, caller.user_id, title, mode,
-                                                    _kb_ids(kb_ids, "conversation.kb_ids"))
+        kb_ids = await self._existing(_kb_ids(kb_ids, "conversation.kb_ids"))
+        return await self.store.create_conversation(caller.tenant_id, caller.user_id, title, mode, kb_ids)
+
+    async def _existing(self, kb_ids: tuple[str, ...]) -> tuple[str, ...]:
+        # Another tenant's base is as missing as one that never was: both are NOT_FOUND.
+        if kb_ids and (missing := await self.knowledge_bases.missing(kb_ids)):
+            raise NotFound(f"knowledge base {', '.join(repr(k) for k in missing)} not found")
+        return kb_ids
 
     async def get(self, caller: Caller, conversation_id: str) -> Conversation:
         found = await self.store.conversation(caller.user_id, conversation_id) if conversation_id else None
@@ -105,6 +114,7 @@ class Chats:
             raise InvalidArgument(f"at most {MAX_KEY_CHARS} characters", field="idempotency_key")
         kb_ids = _kb_ids(kb_ids, "kb_ids")
         conversation = await self.get(caller, conversation_id)
+        kb_ids = await self._existing(kb_ids)
         answerer = self.answerers.get(conversation.mode)
         if answerer is None:
             raise FailedPrecondition(f"{conversation.mode.value} conversations cannot be answered here yet")

@@ -13,6 +13,7 @@ from services.conversation.answerer_agent import AgentAnswerer
 from services.conversation.answerer_rag import RagAnswerer
 from services.conversation.chats import Chats, ChatsConfig
 from services.conversation.domain import Mode
+from services.conversation.knowledge_bases_grpc import GrpcKnowledgeBases
 from services.conversation.servicer import ConversationServicer
 from services.conversation.settings import ConversationSettings
 from services.conversation.store_sql import SqlConversationStore
@@ -25,10 +26,12 @@ async def build(settings: ConversationSettings) -> server.ServiceApp:
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_conversation")
     rag_engine = channel_to("rag_engine", settings)
     agent = channel_to("agent", settings)
+    knowledge = channel_to("knowledge", settings)
     chats = Chats(
         SqlConversationStore(engine),
         {Mode.RAG: RagAnswerer(rag_engine, settings.answer_timeout_seconds),
          Mode.AGENT: AgentAnswerer(agent, settings.answer_timeout_seconds)},
+        GrpcKnowledgeBases(knowledge),
         ChatsConfig(history_messages=settings.history_messages,
                     answer_timeout_seconds=settings.answer_timeout_seconds),
     )
@@ -37,7 +40,7 @@ async def build(settings: ConversationSettings) -> server.ServiceApp:
         register=partial(conversation_pb2_grpc.add_ConversationServiceServicer_to_server,
                          ConversationServicer(chats)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[chats.close, rag_engine.close, agent.close, engine.dispose],
+        on_shutdown=[chats.close, rag_engine.close, agent.close, knowledge.close, engine.dispose],
     )
 
 

@@ -1,4 +1,5 @@
-"""The conversation service over real gRPC, answering through a real rag_engine."""
+"""The conversation service over real gRPC, answering through a real
+rag_engine, its knowledge bases checked by a real knowledge service."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from sagemesh.conversation.v1 import conversation_pb2_grpc
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as rag_pb
 from services.conversation import server as conversation_server
 from services.conversation.settings import ConversationSettings
+from tests.conftest import free_port
 from tests.fixtures.mesh import RagEngineUnderTest, Tokens, rag_engine_serving
+from tests.knowledge.conftest import knowledge_serving, knowledge_settings
 
 TENANT = "acme"
 HANDBOOK = [
@@ -29,12 +32,22 @@ HANDBOOK = [
 @pytest.fixture(scope="module")
 async def rag_engine(tmp_path_factory, keys_dir, tokens) -> AsyncIterator[RagEngineUnderTest]:
     async with rag_engine_serving(tmp_path_factory.mktemp("rag"), keys_dir, tokens) as under_test:
-        await under_test.stub.IndexChunks(rag_pb.IndexChunksRequest(
-            tenant_id=TENANT, kb_id="kb-handbook", document_id="d-handbook",
+        yield under_test
+
+
+@pytest.fixture(scope="module")
+async def handbook(tmp_path_factory, keys_dir, tokens, rag_engine) -> AsyncIterator[tuple[str, str]]:
+    """The knowledge service, with acme's handbook base (its chunks indexed straight into the
+    rag_engine); yields (the knowledge service's address, the base's id)."""
+    settings = knowledge_settings(tmp_path_factory.mktemp("knowledge"), keys_dir, rag_engine.address)
+    async with knowledge_serving(settings, tokens) as knowledge:
+        kb = await knowledge.create_base(TENANT, "handbook")
+        await rag_engine.stub.IndexChunks(rag_pb.IndexChunksRequest(
+            tenant_id=TENANT, kb_id=kb.id, document_id="d-handbook",
             chunks=[rag_pb.Chunk(chunk_id=cid, title=title, text=text, position=i)
                     for i, (cid, title, text) in enumerate(HANDBOOK)],
         ))
-        yield under_test
+        yield knowledge.address, kb.id
 
 
 @dataclass
@@ -42,6 +55,8 @@ class ConversationUnderTest:
     stub: conversation_pb2_grpc.ConversationServiceStub
     tokens: Tokens
     address: str
+    # acme's handbook base, when the knowledge service runs.
+    kb_id: str = ""
 
     def auth(self, user: str, tenant: str = TENANT) -> list[tuple[str, str]]:
         return self.tokens.metadata(tenant, user_id=user)
@@ -59,21 +74,24 @@ class ConversationUnderTest:
 
 @asynccontextmanager
 async def conversation_serving(data_dir: Path, keys_dir: Path, tokens: Tokens, rag_engine_addr: str,
-                               **fields) -> AsyncIterator[ConversationUnderTest]:
+                               knowledge_addr: str = "", kb_id: str = "", **fields) -> AsyncIterator[ConversationUnderTest]:
     settings = ConversationSettings(_env_file=None, data_dir=data_dir, jwt_keys_dir=keys_dir, listen_port=0,
-                                    rag_engine_addr=rag_engine_addr, **fields)
+                                    rag_engine_addr=rag_engine_addr,
+                                    knowledge_addr=knowledge_addr or f"127.0.0.1:{free_port()}", **fields)
     server = MeshServer(await conversation_server.build(settings), settings)
     await server.start()
     channel = create_channel(server.address, settings)
     try:
-        yield ConversationUnderTest(conversation_pb2_grpc.ConversationServiceStub(channel), tokens, server.address)
+        yield ConversationUnderTest(conversation_pb2_grpc.ConversationServiceStub(channel), tokens, server.address,
+                                    kb_id)
     finally:
         await channel.close()
         await server.stop(grace=5)
 
 
 @pytest.fixture(scope="module")
-async def conversations(tmp_path_factory, keys_dir, tokens, rag_engine) -> AsyncIterator[ConversationUnderTest]:
+async def conversations(tmp_path_factory, keys_dir, tokens, rag_engine, handbook) -> AsyncIterator[ConversationUnderTest]:
+    knowledge_addr, kb_id = handbook
     async with conversation_serving(tmp_path_factory.mktemp("conversation"), keys_dir, tokens,
-                                    rag_engine.address) as under_test:
+                                    rag_engine.address, knowledge_addr, kb_id) as under_test:
         yield under_test

@@ -31,12 +31,20 @@ class SlowStandInAnswerer:
         yield AnswerResult(f"The answer to {question}", [{"chunkId": "c1"}], {"generator": "stand-in"})
 
 
+class NoKnowledgeBasesStandIn:
+    """The knowledge service for conversations that name no knowledge base."""
+
+    async def missing(self, kb_ids):
+        return list(kb_ids)
+
+
 @pytest.fixture
 async def chats(tmp_path):
     engine = db.create_engine(f"sqlite:///{tmp_path / 'conversation.db'}")
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_conversation")
     answerer = SlowStandInAnswerer()
-    yield Chats(SqlConversationStore(engine), {Mode.RAG: answerer}, ChatsConfig(history_messages=2)), answerer
+    yield Chats(SqlConversationStore(engine), {Mode.RAG: answerer}, NoKnowledgeBasesStandIn(),
+                ChatsConfig(history_messages=2)), answerer
     await engine.dispose()
 
 

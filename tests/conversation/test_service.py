@@ -16,7 +16,7 @@ ANN, BOB = "user-ann", "user-bob"
 
 
 async def test_a_question_gets_a_grounded_answer_that_is_stored_with_its_sources(conversations):
-    conversation = await conversations.create(ANN, kb_ids=["kb-handbook"])
+    conversation = await conversations.create(ANN, kb_ids=[conversations.kb_id])
     assert conversation.mode == pb.CONVERSATION_MODE_UNSPECIFIED or conversation.mode == pb.CONVERSATION_MODE_RAG
     reply = await conversations.send(ANN, conversation.id, "How much are meals reimbursed on business trips?")
     answer, asked = reply.message, reply.user_message
@@ -141,3 +141,19 @@ async def test_an_unreachable_rag_engine_leaves_nothing_half_written(tmp_path, k
         with pytest.raises(grpc.aio.AioRpcError) as again:
             await conversations.send(ANN, conversation.id, "Anyone there?", idempotency_key="k1")
         assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_knowledge_base_that_is_not_the_callers_is_not_found(conversations):
+    for tenant_kb in ("no-such-base", conversations.kb_id):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await conversations.stub.CreateConversation(
+                pb.CreateConversationRequest(conversation=pb.Conversation(kb_ids=[tenant_kb])),
+                metadata=conversations.auth(BOB, tenant="globex"))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND and tenant_kb in refused.value.details()
+    own = await conversations.create(ANN)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await conversations.send(ANN, own.id, "Anything?", kb_ids=["no-such-base"])
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await conversations.stub.ListMessages(pb.ListMessagesRequest(conversation_id=own.id),
+                                                   metadata=conversations.auth(ANN))
+    assert list(listed.messages) == []  # nothing stored for a refused send
