@@ -14,7 +14,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, exc, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -61,6 +61,30 @@ def _engine(parsed) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+# SQLSTATEs of a server that is not there for now: connection exceptions (08...),
+# an administrator's or a crash's shutdown, and "cannot connect now" while it starts.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or dropped the
+    connection (a restart, a failover, a busy SQLite file), which a retry may
+    get past, rather than that a statement was wrong."""
+    seen = 0
+    cause: BaseException | None = error
+    while cause is not None and seen < 10:  # the driver's error is a cause of SQLAlchemy's
+        if isinstance(cause, exc.DBAPIError) and (
+                cause.connection_invalidated or isinstance(cause, (exc.OperationalError, exc.InterfaceError))):
+            return True
+        if isinstance(cause, (exc.DisconnectionError, ConnectionError)):
+            return True
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -21,7 +21,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from meshkit import auth, context, errors, metrics
+from meshkit import auth, context, db, errors, metrics
 
 log = logging.getLogger("meshkit.rpc")
 
@@ -138,8 +138,9 @@ class RequestContextInterceptor(ScopedInterceptor):
 
 class ErrorInterceptor(ScopedInterceptor):
     """Turns ServiceError into its status code, with a google.rpc.BadRequest
-    detail for field errors; anything unexpected becomes INTERNAL with the
-    request id, and its stack trace goes to the log, never to the client."""
+    detail for field errors; a database that cannot be reached into
+    UNAVAILABLE; anything unexpected into INTERNAL with the request id, its
+    stack trace to the log, never to the client."""
 
     @asynccontextmanager
     async def scope(self, details, ctx) -> AsyncIterator[None]:
@@ -149,7 +150,11 @@ class ErrorInterceptor(ScopedInterceptor):
             await ctx.abort(*_status_of(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
+        except Exception as error:
+            if db.connection_lost(error):
+                # Not a bug: the database is restarting or failing over. Callers may retry.
+                log.warning("database unavailable in %s: %s", details.method, error)
+                await ctx.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly")
             log.exception("unhandled error in %s", details.method)
             await ctx.abort(
                 grpc.StatusCode.INTERNAL,

@@ -10,7 +10,7 @@ a failed send leaves nothing behind and can simply be retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -174,7 +174,22 @@ class Chats:
                 raise
 
     async def _give_up(self, user_message: Message, events: asyncio.Queue, error: BaseException) -> None:
+        """Removes the unanswered message, so that a retry with its key starts afresh, then reports."""
         log.warning("message %s could not be answered: %r", user_message.id, error)
-        with contextlib.suppress(Exception):
-            await self.store.forget(user_message)
+        forgotten = await self._forget(user_message)
         events.put_nowait(error if isinstance(error, Exception) else RuntimeError("answering was cancelled"))
+        if not forgotten and isinstance(error, Exception):
+            # The database is what failed: keep trying after the caller has its answer. Until the
+            # message goes, a retry with its key is told the first is still being answered.
+            delay, deadline = 0.2, time.monotonic() + self.config.answer_timeout_seconds
+            while not await self._forget(user_message) and time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _forget(self, user_message: Message) -> bool:
+        try:
+            await self.store.forget(user_message)
+        except Exception as error:
+            log.warning("could not remove unanswered message %s yet: %r", user_message.id, error)
+            return False
+        return True
