@@ -35,6 +35,26 @@ def mesh(tmp_path_factory):
     mesh.stop()
 
 
+async def sign_in(client: httpx.AsyncClient, email: str) -> dict[str, str]:
+    await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    return {"Authorization": f"Bearer {login.json()['accessToken']}"}
+
+
+async def keep_sending(client: httpx.AsyncClient, auth: dict[str, str], conversation: str, name: str,
+                       stop: asyncio.Event, refusals: Counter, accepted: list[str]) -> None:
+    """Sends question after question, each until accepted (same Idempotency-Key), until `stop`."""
+    number = 0
+    while not stop.is_set():
+        number += 1
+        content = f"Question {name}-{number}: how much are meals reimbursed?"
+        reply = await until_accepted(lambda: client.post(
+            f"/api/v1/conversations/{conversation}/messages", json={"content": content},
+            headers={**auth, "Idempotency-Key": f"{conversation}-{name}-{number}"}), refusals)
+        assert reply.status_code == 200, reply.text
+        accepted.append(content)
+
+
 async def every(client: httpx.AsyncClient, path: str, auth: dict[str, str], key: str) -> list[dict]:
     """All items of a listing, page after page."""
     items, token = [], ""
@@ -66,9 +86,7 @@ async def until_accepted(send, refusals: Counter, deadline_seconds: float = 90) 
 
 async def test_killing_the_rag_engine_mid_traffic_loses_and_duplicates_nothing(mesh):
     async with httpx.AsyncClient(base_url=mesh.url, timeout=60) as client:
-        await client.post("/api/v1/auth/register", json={"email": "fay@example.com", "password": PASSWORD})
-        login = await client.post("/api/v1/auth/login", json={"email": "fay@example.com", "password": PASSWORD})
-        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        auth = await sign_in(client, "fay@example.com")
         kb = (await client.post("/api/v1/knowledge/bases", headers=auth, json={"name": "policies"})).json()["id"]
         first = await client.post(f"/api/v1/knowledge/bases/{kb}/documents", headers=auth,
                                   files={"file": ("policy.md", POLICY, "text/markdown")})
@@ -83,18 +101,6 @@ async def test_killing_the_rag_engine_mid_traffic_loses_and_duplicates_nothing(m
         accepted: dict[str, list[str]] = {c: [] for c in conversations}
         uploaded: list[str] = []
 
-        async def sender(conversation: str) -> None:
-            number = 0
-            while not stop.is_set():
-                number += 1
-                content = f"Question {number} in {conversation[:8]}: how much are meals reimbursed?"
-                key = f"{conversation}-{number}"
-                reply = await until_accepted(lambda: client.post(
-                    f"/api/v1/conversations/{conversation}/messages", json={"content": content},
-                    headers={**auth, "Idempotency-Key": key}), refusals)
-                assert reply.status_code == 200, reply.text
-                accepted[conversation].append(content)
-
         async def uploader() -> None:
             number = 0
             while not stop.is_set():
@@ -107,7 +113,8 @@ async def test_killing_the_rag_engine_mid_traffic_loses_and_duplicates_nothing(m
                 uploaded.append(reply.json()["documentId"])
                 await asyncio.sleep(0.2)
 
-        workers = [asyncio.create_task(sender(c)) for c in conversations] + [asyncio.create_task(uploader())]
+        workers = [asyncio.create_task(keep_sending(client, auth, c, "r", stop, refusals, accepted[c]))
+                   for c in conversations] + [asyncio.create_task(uploader())]
         await asyncio.sleep(2)
         await asyncio.to_thread(mesh.kill, "rag_engine")
         # While it is down a route that needs it is a quick 503, not a hang.
@@ -177,26 +184,14 @@ def restart_postgres() -> None:
 async def test_postgresql_restarted_under_the_services_loses_and_duplicates_nothing(postgres_mesh):
     mesh = postgres_mesh
     async with httpx.AsyncClient(base_url=mesh.url, timeout=60) as client:
-        await client.post("/api/v1/auth/register", json={"email": "gus@example.com", "password": PASSWORD})
-        login = await client.post("/api/v1/auth/login", json={"email": "gus@example.com", "password": PASSWORD})
-        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        auth = await sign_in(client, "gus@example.com")
         conversation = (await client.post("/api/v1/conversations", headers=auth, json={})).json()["id"]
         stop = asyncio.Event()
         refusals: Counter = Counter()
         accepted: list[str] = []
 
-        async def sender(name: str) -> None:
-            number = 0
-            while not stop.is_set():
-                number += 1
-                content = f"Note {name}-{number}: what is the policy?"
-                reply = await until_accepted(lambda: client.post(
-                    f"/api/v1/conversations/{conversation}/messages", json={"content": content},
-                    headers={**auth, "Idempotency-Key": f"pg-{name}-{number}"}), refusals)
-                assert reply.status_code == 200, reply.text
-                accepted.append(content)
-
-        workers = [asyncio.create_task(sender(name)) for name in ("a", "b")]
+        workers = [asyncio.create_task(keep_sending(client, auth, conversation, name, stop, refusals, accepted))
+                   for name in ("a", "b")]
         await asyncio.sleep(1.5)
         before = await postgres_started_at()
         await asyncio.to_thread(restart_postgres)

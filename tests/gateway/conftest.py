@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from grpc_status import rpc_status
 from grpc_tools import protoc
 
 from gateway.app import Gateway
+from gateway.server import build
+from gateway.settings import GatewaySettings
 from gateway.rules import Router, routes_of
 from meshkit.channels import create_channel
 from meshkit.settings import MeshSettings
@@ -158,3 +161,14 @@ async def gateway(echo_modules, echo_address) -> AsyncIterator[HttpGateway]:
 
 def as_json(message) -> dict:
     return json_format.MessageToDict(message)
+
+
+@asynccontextmanager
+async def gateway_client(**settings_fields) -> AsyncIterator[httpx.AsyncClient]:
+    """The real gateway (`gateway.server.build`) with these settings, and a client of it."""
+    server, task, url = await serve_gateway(build(GatewaySettings(_env_file=None, **settings_fields)))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
+    finally:
+        await stop_gateway(server, task)

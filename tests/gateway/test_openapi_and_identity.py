@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 from google.api import annotations_pb2
 from openapi_spec_validator import validate
 
 from gateway.openapi import document
-from gateway.server import build, service_descriptor
-from gateway.settings import GatewaySettings
+from gateway.server import service_descriptor
 from meshkit.topology import SERVICES
-from tests.gateway.conftest import serve_gateway, stop_gateway
+from tests.gateway.conftest import gateway_client
 
 PASSWORD = "correct horse battery staple"
 
@@ -50,13 +48,8 @@ def test_upload_is_described_as_multipart_and_public_rpcs_need_no_token():
 
 @pytest.fixture
 async def identity_gateway(identity):
-    settings = GatewaySettings(
-        _env_file=None, identity_addr=identity.server.address, gateway_services=["identity"]
-    )
-    server, task, url = await serve_gateway(build(settings))
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with gateway_client(identity_addr=identity.server.address, gateway_services=["identity"]) as client:
         yield client
-    await stop_gateway(server, task)
 
 
 async def test_register_login_me_and_refresh_over_rest(identity_gateway):

@@ -13,12 +13,10 @@ import pytest
 import redis.asyncio as redis
 
 from gateway.rate_limits import RateLimitConfig, RateLimiter, storage_for
-from gateway.server import build
-from gateway.settings import GatewaySettings
 from meshkit.server import token_verifier
 from meshkit.settings import MeshSettings
 from tests.conftest import free_port
-from tests.gateway.conftest import echo_gateway_app, serve_gateway, stop_gateway
+from tests.gateway.conftest import echo_gateway_app, gateway_client, serve_gateway, stop_gateway
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -87,13 +85,10 @@ async def test_a_redis_outage_lets_requests_through(echo_modules, echo_address, 
 
 @pytest.fixture
 async def identity_gateway(identity):
-    settings = GatewaySettings(_env_file=None, identity_addr=identity.server.address, gateway_services=["identity"],
-                               jwt_keys_dir=identity.settings.keys_dir, login_limit_per_account="3/minute",
-                               login_limit_per_address="5/minute")
-    server, task, url = await serve_gateway(build(settings))
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with gateway_client(identity_addr=identity.server.address, gateway_services=["identity"],
+                              jwt_keys_dir=identity.settings.keys_dir, login_limit_per_account="3/minute",
+                              login_limit_per_address="5/minute") as client:
         yield client
-    await stop_gateway(server, task)
 
 
 async def test_logins_are_limited_per_account_and_per_address(identity_gateway):
