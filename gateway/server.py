@@ -17,7 +17,7 @@ from meshkit.channels import channel_to
 from meshkit import metrics, telemetry
 from meshkit.logs import configure_logging
 from meshkit.server import token_verifier
-from meshkit.topology import GATEWAY_METRICS_PORT, SERVICES
+from meshkit.topology import SERVICES, metrics_port_of
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     telemetry.configure_tracing("gateway", settings)
-    metrics.serve_metrics(settings.metrics_host,
-                          GATEWAY_METRICS_PORT if settings.metrics_port is None else settings.metrics_port)
+    metrics.serve_metrics(settings.metrics_host, metrics_port_of("gateway", settings.metrics_port))
     app = build(settings)
     log.info("gateway listening on http://%s:%d", settings.http_host, settings.http_port)
     uvicorn.run(

@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from meshkit import auth, context, db, errors, metrics
+from meshkit.topology import INFRASTRUCTURE_METHOD_PREFIXES
 
 log = logging.getLogger("meshkit.rpc")
 
@@ -36,8 +37,6 @@ _CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
 }
-# Health probes arrive every few seconds; they are logged at DEBUG only.
-_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def status_code_of(error: errors.ServiceError) -> grpc.StatusCode:
@@ -124,7 +123,8 @@ class RequestContextInterceptor(ScopedInterceptor):
             raise
         finally:
             seconds = time.perf_counter() - started
-            quiet = details.method.startswith(_QUIET_PREFIXES)
+            # Probes arrive every few seconds: logged at DEBUG only.
+            quiet = details.method.startswith(INFRASTRUCTURE_METHOD_PREFIXES)
             log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "rpc",

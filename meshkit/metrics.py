@@ -12,12 +12,12 @@ import time
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
+from meshkit.topology import INFRASTRUCTURE_METHOD_PREFIXES
+
 log = logging.getLogger(__name__)
 
 # From an in-memory lookup to an answer written by a slow model.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# Probes and reflection: frequent, and no one's request.
-_NOT_MEASURED = ("/grpc.health.v1.", "/grpc.reflection.")
 _LABELS = ["grpc_service", "grpc_method"]
 
 SERVER_HANDLED = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code.",
@@ -32,7 +32,7 @@ CLIENT_HANDLING_SECONDS = Histogram("grpc_client_handling_seconds", "Time an RPC
 
 def _split(method: str | bytes) -> tuple[str, str] | None:
     method = method.decode() if isinstance(method, bytes) else method
-    if method.startswith(_NOT_MEASURED):
+    if method.startswith(INFRASTRUCTURE_METHOD_PREFIXES):
         return None
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name

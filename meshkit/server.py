@@ -27,7 +27,7 @@ from meshkit import auth, interceptors, metrics, telemetry
 from meshkit.health import DependencyHealth, HealthCheck
 from meshkit.logs import configure_logging
 from meshkit.settings import MeshSettings
-from meshkit.topology import SERVICES, ServiceInfo
+from meshkit.topology import ServiceInfo, metrics_port_of
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,7 @@ def run(service: str, build: Callable[[S], Awaitable[ServiceApp]], settings: S) 
     """A service's main(): serve until SIGTERM or SIGINT, then drain and stop."""
     configure_logging(service, settings.log_level, settings.log_format)
     telemetry.configure_tracing(service, settings)
-    metrics_port = settings.metrics_port
-    metrics.serve_metrics(settings.metrics_host,
-                          SERVICES[service].default_metrics_port if metrics_port is None else metrics_port)
+    metrics.serve_metrics(settings.metrics_host, metrics_port_of(service, settings.metrics_port))
     try:
         uvloop.run(_serve(build, settings))
     finally:

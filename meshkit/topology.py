@@ -25,3 +25,12 @@ SERVICES: dict[str, ServiceInfo] = {
 }
 
 GATEWAY_METRICS_PORT = 9090
+# The standard services every server has: probed every few seconds, no one's request.
+INFRASTRUCTURE_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def metrics_port_of(process: str, configured: int | None = None) -> int:
+    """Where a process ("gateway", "rag_engine", ...) serves /metrics: as configured, else its default."""
+    if configured is not None:
+        return configured
+    return GATEWAY_METRICS_PORT if process == "gateway" else SERVICES[process].default_metrics_port

@@ -24,7 +24,7 @@ import grpc
 
 from gateway.settings import GatewaySettings
 from meshkit import health
-from meshkit.topology import GATEWAY_METRICS_PORT, SERVICES
+from meshkit.topology import SERVICES, metrics_port_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60
@@ -58,8 +58,8 @@ async def wait_until_ready(url: str, process: asyncio.subprocess.Process) -> boo
 
 
 def metrics_port(name: str) -> int:
-    default = GATEWAY_METRICS_PORT if name == "gateway" else SERVICES[name].default_metrics_port
-    return int(os.environ.get(f"SAGEMESH_{name.upper()}_METRICS_PORT", default))
+    configured = os.environ.get(f"SAGEMESH_{name.upper()}_METRICS_PORT")
+    return metrics_port_of(name, int(configured) if configured else None)
 
 
 def process_env(name: str, **settings: str) -> dict[str, str]:

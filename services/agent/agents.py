@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from meshkit.errors import InvalidArgument, NotFound
+from meshkit.ids import knowledge_base_ids
 from services.agent.domain import Mode, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Executor, Limits
 from services.agent.metrics import record_run
@@ -24,7 +25,6 @@ from services.agent.tools import Tool, ToolContext
 from services.agent.tools.registry import ToolRegistry
 
 MAX_TASK_CHARS = 4000
-MAX_KB_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,7 @@ class Agents:
         max_steps = max_steps or self.config.default_max_steps
         if not 1 <= max_steps <= self.config.max_steps_limit:
             raise InvalidArgument(f"must be between 1 and {self.config.max_steps_limit}", field="max_steps")
-        kb_ids = tuple(dict.fromkeys(k.strip() for k in kb_ids if k.strip()))
-        if len(kb_ids) > MAX_KB_IDS:
-            raise InvalidArgument(f"at most {MAX_KB_IDS} knowledge bases", field="kb_ids")
+        kb_ids = knowledge_base_ids(kb_ids)
         allowed = self._tools(tools)
         created_at = datetime.now(timezone.utc)
         limits = Limits(max_steps, self.config.deadline_seconds)

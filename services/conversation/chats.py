@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from meshkit import paging
-from meshkit.paging import Page
 from meshkit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from meshkit.ids import knowledge_base_ids
+from meshkit.paging import Page
 from services.conversation.answerer import Answerer
 from services.conversation.knowledge_bases import KnowledgeBases
 from services.conversation.domain import AnswerResult, Conversation, Message, Mode
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 MAX_CONTENT_CHARS = 8000
 MAX_TITLE_CHARS = 200
 MAX_KEY_CHARS = 200
-MAX_KB_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,6 @@ class ChatsConfig:
 class Caller:
     tenant_id: str
     user_id: str
-
-
-def _kb_ids(kb_ids: Sequence[str], field: str) -> tuple[str, ...]:
-    unique = tuple(dict.fromkeys(k.strip() for k in kb_ids if k.strip()))
-    if len(unique) > MAX_KB_IDS:
-        raise InvalidArgument(f"at most {MAX_KB_IDS} knowledge bases", field=field)
-    return unique
 
 
 class Chats:
@@ -71,7 +64,7 @@ class Chats:
         title = " ".join(title.split())
         if len(title) > MAX_TITLE_CHARS:
             raise InvalidArgument(f"at most {MAX_TITLE_CHARS} characters", field="conversation.title")
-        kb_ids = await self._existing(_kb_ids(kb_ids, "conversation.kb_ids"))
+        kb_ids = await self._existing(knowledge_base_ids(kb_ids, "conversation.kb_ids"))
         return await self.store.create_conversation(caller.tenant_id, caller.user_id, title, mode, kb_ids)
 
     async def _existing(self, kb_ids: tuple[str, ...]) -> tuple[str, ...]:
@@ -112,7 +105,7 @@ class Chats:
             raise InvalidArgument(f"at most {MAX_CONTENT_CHARS} characters", field="content")
         if len(idempotency_key) > MAX_KEY_CHARS:
             raise InvalidArgument(f"at most {MAX_KEY_CHARS} characters", field="idempotency_key")
-        kb_ids = _kb_ids(kb_ids, "kb_ids")
+        kb_ids = knowledge_base_ids(kb_ids)
         conversation = await self.get(caller, conversation_id)
         kb_ids = await self._existing(kb_ids)
         answerer = self.answerers.get(conversation.mode)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 
 from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from meshkit.ids import MAX_KNOWLEDGE_BASES
 from meshkit.timing import ms_since
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
@@ -25,8 +26,6 @@ tracer = trace.get_tracer("sagemesh.rag_engine")
 
 MAX_QUERY_CHARS = 2_000
 MAX_TOP_K = 100
-# Knowledge bases one search may span: each adds to the scope filter every index evaluates.
-MAX_KNOWLEDGE_BASES = 20
 MAX_CHUNKS_PER_CALL = 2_000
 MAX_CHUNK_CHARS = 60_000
 # BM25 hits looked at, at most, to find enough that pass a metadata filter.
