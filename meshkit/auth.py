@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -128,13 +129,26 @@ class PublicKeyRing:
 
 
 class TokenVerifier:
-    def __init__(self, keys: PublicKeyRing, issuer: str, audience: str) -> None:
+    def __init__(self, keys: PublicKeyRing, issuer: str, audience: str, remembered_tokens: int = 4096) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        # PyJWT's checks cost about a millisecond of CPU a token, and each hop of a request checks the
+        # same one: a verified token is remembered until it expires, and no longer than the key ring
+        # trusts a key unread (max_age), so a removed key's tokens stop working as soon as before.
+        self._verified: TLRUCache[str, Principal] = TLRUCache(
+            maxsize=remembered_tokens, timer=time.time,
+            ttu=lambda _token, principal, now: min(principal.expires_at, now + self.keys.max_age))
 
     def verify(self, token: str) -> Principal:
         """Checks signature, algorithm, issuer, audience and validity times."""
+        if (known := self._verified.get(token)) is not None:
+            return known
+        principal = self._verify(token)
+        self._verified[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

@@ -157,14 +157,14 @@ async def test_another_tenants_ids_find_nothing_on_any_route(world):
             response = await client.post(route, headers=world["intruder"],
                                          json={"query": "merger code name", "kbIds": [kb]})
             assert response.status_code in (200, 404) and "BLUEHERON" not in response.text, response.text
-        # Nor does naming it in a message of one's own conversation.
+        # Nor does naming it in a message of one's own conversation, or in an agent's task.
         conversation = await client.post("/api/v1/conversations", headers=world["intruder"], json={})
         asked = await client.post(f"/api/v1/conversations/{conversation.json()['id']}/messages",
                                   headers=world["intruder"], json={"content": "The merger code name?", "kbIds": [kb]})
         assert_refused(asked, 404)
         agent = await client.post("/api/v1/agent/execute", headers=world["intruder"],
                                   json={"task": "What is the merger code name in our documents?", "kbIds": [kb]})
-        assert "BLUEHERON" not in agent.text
+        assert_refused(agent, 404)
         # And the owner still has everything.
         owned = await client.get(f"/api/v1/knowledge/documents/{document}", headers=world["owner"])
         assert owned.status_code == 200

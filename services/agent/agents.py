@@ -13,6 +13,7 @@ from typing import Any
 
 from meshkit.errors import InvalidArgument, NotFound
 from meshkit.ids import knowledge_base_ids
+from meshkit.knowledge_bases import KnowledgeBases, require_existing
 from services.agent.domain import Mode, PlanStep, Stats, Status, StepType, TraceStep
 from services.agent.executor import Executor, Limits
 from services.agent.metrics import record_run
@@ -73,11 +74,12 @@ def run_from_json(data: dict[str, Any]) -> Run:
 
 
 class Agents:
-    def __init__(self, registry: ToolRegistry, executor: Executor, store: RunStore, config: AgentsConfig,
-                 reasoner: ChatReasoner | None = None) -> None:
+    def __init__(self, registry: ToolRegistry, executor: Executor, store: RunStore, knowledge_bases: KnowledgeBases,
+                 config: AgentsConfig, reasoner: ChatReasoner | None = None) -> None:
         self.registry = registry
         self.executor = executor
         self.store = store
+        self.knowledge_bases = knowledge_bases
         self.config = config
         self.reasoner = reasoner
         self._running: set[asyncio.Task] = set()
@@ -118,8 +120,8 @@ class Agents:
         max_steps = max_steps or self.config.default_max_steps
         if not 1 <= max_steps <= self.config.max_steps_limit:
             raise InvalidArgument(f"must be between 1 and {self.config.max_steps_limit}", field="max_steps")
-        kb_ids = knowledge_base_ids(kb_ids)
         allowed = self._tools(tools)
+        kb_ids = await require_existing(self.knowledge_bases, knowledge_base_ids(kb_ids))
         created_at = datetime.now(timezone.utc)
         limits = Limits(max_steps, self.config.deadline_seconds)
         context = ToolContext(kb_ids=kb_ids)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from meshkit import db, server
 from meshkit.channels import channel_to
+from meshkit.knowledge_bases_grpc import GrpcKnowledgeBases
 from meshkit.topology import SERVICES
 from sagemesh.agent.v1 import agent_pb2_grpc
 from services.agent import metrics
@@ -30,6 +31,7 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
     engine = db.create_engine(settings.database_url_for("agent"))
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_agent")
     rag_engine = channel_to("rag_engine", settings)
+    knowledge = channel_to("knowledge", settings)
     registry = ToolRegistry(
         [calculator.TOOL, current_time.TOOL, knowledge_base_tool(GrpcRetriever(rag_engine)),
          http_get_tool(settings.agent_http_allowed_hosts.split(","))],
@@ -41,15 +43,18 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
         models = [m.strip() for m in settings.agent_reasoner_models.split(",") if m.strip()]
         reasoner = ChatReasoner(settings.agent_reasoner_url, models, settings.agent_reasoner_api_key,
                                 settings.agent_reasoner_timeout_seconds, settings.agent_reasoner_prices)
-    agents = Agents(registry, Executor(registry, RulesPlanner()), SqlRunStore(engine), AgentsConfig(
+    config = AgentsConfig(
         default_max_steps=settings.agent_default_max_steps, max_steps_limit=settings.agent_max_steps_limit,
         deadline_seconds=settings.agent_deadline_seconds, max_replans=settings.agent_max_replans,
-    ), reasoner)
+    )
+    agents = Agents(registry, Executor(registry, RulesPlanner()), SqlRunStore(engine), GrpcKnowledgeBases(knowledge),
+                    config, reasoner)
     return server.ServiceApp(
         info=SERVICES["agent"],
         register=partial(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(agents)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[agents.close, rag_engine.close, engine.dispose] + ([reasoner.close] if reasoner else []),
+        on_shutdown=[agents.close, rag_engine.close, knowledge.close, engine.dispose]
+        + ([reasoner.close] if reasoner else []),
     )
 
 

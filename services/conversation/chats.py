@@ -19,9 +19,9 @@ from datetime import datetime, timedelta, timezone
 from meshkit import paging
 from meshkit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from meshkit.ids import knowledge_base_ids
+from meshkit.knowledge_bases import KnowledgeBases, require_existing
 from meshkit.paging import Page
 from services.conversation.answerer import Answerer
-from services.conversation.knowledge_bases import KnowledgeBases
 from services.conversation.domain import AnswerResult, Conversation, Message, Mode
 from services.conversation.store import ConversationStore, DuplicateSend, Send
 
@@ -64,14 +64,8 @@ class Chats:
         title = " ".join(title.split())
         if len(title) > MAX_TITLE_CHARS:
             raise InvalidArgument(f"at most {MAX_TITLE_CHARS} characters", field="conversation.title")
-        kb_ids = await self._existing(knowledge_base_ids(kb_ids, "conversation.kb_ids"))
+        kb_ids = await require_existing(self.knowledge_bases, knowledge_base_ids(kb_ids, "conversation.kb_ids"))
         return await self.store.create_conversation(caller.tenant_id, caller.user_id, title, mode, kb_ids)
-
-    async def _existing(self, kb_ids: tuple[str, ...]) -> tuple[str, ...]:
-        # Another tenant's base is as missing as one that never was: both are NOT_FOUND.
-        if kb_ids and (missing := await self.knowledge_bases.missing(kb_ids)):
-            raise NotFound(f"knowledge base {', '.join(repr(k) for k in missing)} not found")
-        return kb_ids
 
     async def get(self, caller: Caller, conversation_id: str) -> Conversation:
         found = await self.store.conversation(caller.user_id, conversation_id) if conversation_id else None
@@ -107,7 +101,7 @@ class Chats:
             raise InvalidArgument(f"at most {MAX_KEY_CHARS} characters", field="idempotency_key")
         kb_ids = knowledge_base_ids(kb_ids)
         conversation = await self.get(caller, conversation_id)
-        kb_ids = await self._existing(kb_ids)
+        kb_ids = await require_existing(self.knowledge_bases, kb_ids)
         answerer = self.answerers.get(conversation.mode)
         if answerer is None:
             raise FailedPrecondition(f"{conversation.mode.value} conversations cannot be answered here yet")
@@ -146,7 +140,9 @@ class Chats:
     async def _answer(self, answerer: Answerer, conversation: Conversation, user_message: Message,
                       kb_ids: tuple[str, ...], use_rerank: bool, events: asyncio.Queue) -> None:
         try:
-            history = await self.store.recent_messages(conversation.id, user_message, self.config.history_messages)
+            # A conversation that had no messages when this one came has no history to read.
+            history = (await self.store.recent_messages(conversation.id, user_message, self.config.history_messages)
+                       if conversation.message_count else [])
             result: AnswerResult | None = None
             async with asyncio.timeout(self.config.answer_timeout_seconds):
                 async for event in answerer.stream(user_message.content, kb_ids or conversation.kb_ids, history,

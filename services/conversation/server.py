@@ -7,13 +7,13 @@ from pathlib import Path
 
 from meshkit import db, server
 from meshkit.channels import channel_to
+from meshkit.knowledge_bases_grpc import GrpcKnowledgeBases
 from meshkit.topology import SERVICES
 from sagemesh.conversation.v1 import conversation_pb2_grpc
 from services.conversation.answerer_agent import AgentAnswerer
 from services.conversation.answerer_rag import RagAnswerer
 from services.conversation.chats import Chats, ChatsConfig
 from services.conversation.domain import Mode
-from services.conversation.knowledge_bases_grpc import GrpcKnowledgeBases
 from services.conversation.servicer import ConversationServicer
 from services.conversation.settings import ConversationSettings
 from services.conversation.store_sql import SqlConversationStore

@@ -49,7 +49,9 @@ class SendRow(Base):
     answered, the answer. A retried send with the key returns these."""
 
     __tablename__ = "conversation_sends"
-    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_conversation_sends_user_key"),)
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_conversation_sends_user_key"),
+                      # Each answer finds its send by the question it answers.
+                      Index("ix_conversation_sends_user_message", "user_message_id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(36))

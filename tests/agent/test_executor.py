@@ -166,7 +166,11 @@ async def test_a_run_whose_caller_left_is_still_kept(tmp_path):
         def plan(self, task, tools):
             return [PlanStep(i, f"wait {i}", "slow", {"n": i}) for i in (1, 2, 3)]
 
-    agents = Agents(registry, Executor(registry, ThreeWaits()), store, AgentsConfig())
+    class NoKnowledgeBases:  # a stand-in: the task names none
+        async def missing(self, kb_ids):
+            return list(kb_ids)
+
+    agents = Agents(registry, Executor(registry, ThreeWaits()), store, NoKnowledgeBases(), AgentsConfig())
     caller = Caller("t1", "u1")
     events = agents.execute(caller, "wait three times", tools=["slow"])
     assert isinstance(await anext(events), list)  # the plan; then the caller leaves

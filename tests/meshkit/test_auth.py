@@ -101,6 +101,16 @@ def test_a_token_from_an_unknown_key_is_refused(tmp_path, verifier):
         verifier.verify(stranger.issue(USER, "s1", time.time()))
 
 
+def test_a_verified_token_is_refused_once_it_expires(issuer, verifier):
+    # Issued 59 s ago with a 60 s lifetime (in whole seconds): valid for at most one second more.
+    token = issuer.issue(USER, "s1", time.time() - 59)
+    assert verifier.verify(token).user_id == "u1"
+    assert verifier.verify(token).user_id == "u1"  # remembered...
+    time.sleep(1.05)
+    with pytest.raises(Unauthenticated, match="expired"):  # ...but not past its expiry
+        verifier.verify(token)
+
+
 def test_keys_rotate_by_adding_and_removing_files(keys_dir, issuer):
     ring = PublicKeyRing(keys_dir, reload_interval=0, max_age=0)
     verifier = TokenVerifier(ring, "sagemesh-identity", "sagemesh")
