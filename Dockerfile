@@ -31,10 +31,10 @@ print(*project['dependencies'], sep='\n')" > /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r /tmp/requirements.txt
 
-# grpcio-tools generates code and is not needed at run time: it gets a virtualenv of its own,
-# at the version the dev extra pins (it must match grpcio's).
+# grpcio-tools and mypy-protobuf generate code and are not needed at run time: they get a
+# virtualenv of their own, at the versions the dev extra pins (grpcio-tools must match grpcio's).
 RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print(*[r for r in project['optional-dependencies']['dev'] if r.startswith('grpcio-tools')], \
+print(*[r for r in project['optional-dependencies']['dev'] if r.startswith(('grpcio-tools', 'mypy-protobuf'))], \
 *[r for r in project['dependencies'] if r.startswith('googleapis-common-protos')], sep='\n')" \
     > /tmp/protoc-requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -51,9 +51,13 @@ COPY README.md ./
 COPY meshkit ./meshkit
 COPY services ./services
 COPY gateway ./gateway
+# The SDK and the `sagemesh` command too: `kubectl exec deploy/gateway -- sagemesh health` and
+# scripts in a pod talk to the mesh with what the image already has.
+COPY sagemesh_sdk ./sagemesh_sdk
+COPY sagemesh_cli ./sagemesh_cli
 RUN pip install --no-deps --no-cache-dir .
 # Fails the build, not a pod, when the installed tree is missing a module or a migration.
-RUN cd / && python -c "import importlib, gateway.server, meshkit.probe, sagemesh; \
+RUN cd / && python -c "import importlib, gateway.server, meshkit.probe, sagemesh, sagemesh_cli.main; \
 from meshkit.topology import SERVICES; \
 servers = [importlib.import_module(f'services.{name}.server') for name in SERVICES]; \
 migrations = [s.MIGRATIONS for s in servers if hasattr(s, 'MIGRATIONS')]; \

@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: run test test-local-llm gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion bench-load install models clean
+.PHONY: run test test-local-llm gen lint lint-proto bench-gateway bench-scifact bench-retrieval bench-ingestion bench-load bench-sdk-codec bench-faults install models clean
 
 run: install
 	$(PY) scripts/run_mesh.py
@@ -29,7 +29,7 @@ lint-proto: install
 	node_modules/.bin/buf lint
 
 lint: lint-proto
-	$(VENV)/bin/ruff check meshkit gateway services scripts tests bench
+	$(VENV)/bin/ruff check meshkit gateway services scripts tests bench sagemesh_sdk sagemesh_cli
 
 # Benchmarks print their figures; they are not part of `make test`.
 bench-gateway: install
@@ -49,9 +49,21 @@ bench-retrieval: install
 bench-ingestion: install
 	$(PY) -m bench.ingestion --out bench/results/ingestion.md
 
-# Mixed REST traffic from 32 users for 60 s through the whole mesh: about 2 minutes.
+# Typed messages: protobuf's against betterproto2's (why the SDK uses grpcio's stubs); seconds.
+bench-sdk-codec: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.sdk_codec --out bench/results/sdk_codec.md
+
+# Mixed REST traffic from 32 users for 60 s through the whole mesh, once without
+# pause (what it can take) and once pausing 1-3 s as people do (what they wait):
+# about 4 minutes.
 bench-load: install
 	$(PY) -m bench.load --users 32 --seconds 60 --out bench/results/load.md
+	$(PY) -m bench.load --users 32 --seconds 60 --pause 1 3 --out bench/results/load-pausing.md
+
+# The rag_engine and knowledge killed -9 and PostgreSQL (a cluster of its own) stopped, each for 10 s, under 16 users' mixed traffic: about 2.5 minutes.
+bench-faults: install
+	$(PY) -m bench.faults --users 16 --out bench/results/faults.md
 
 install: $(VENV)/.installed node_modules/.installed gen/.stamp models
 

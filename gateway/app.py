@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 from google.protobuf import message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -27,6 +26,7 @@ from gateway.rate_limits import RateLimiter, Refusal
 from gateway.rules import Route, Router
 from meshkit.context import ROUTING_HEADERS
 from meshkit.errors import InvalidArgument, ResourceExhausted
+from meshkit.health import HealthReport, check_health
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ _INTERNAL_METADATA = ("grpc-", ":")
 _TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
 # Logins are also limited per account and address: passwords must not be guessed at speed.
 LOGIN_METHOD = "sagemesh.identity.v1.IdentityService.Login"
+# Every process's status and version; /readyz stays the bare readiness probe.
+HEALTH_PATH = "/api/v1/health"
 
 
 def error_response(
@@ -154,9 +156,11 @@ class Gateway:
         max_body_bytes: int,
         max_upload_bytes: int,
         readiness_timeout: float,
+        stream_deadline: float = 300.0,
         extra_routes: Mapping[str, object] | None = None,
         rate_limiter: RateLimiter | None = None,
         trusted_proxy_hops: int = 0,
+        version: str = "",
     ) -> None:
         self.router = router
         self.channel_factories = channel_factories
@@ -164,8 +168,12 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.readiness_timeout = readiness_timeout
-        # Fixed pages: /healthz, /readyz, /openapi.json, /docs ...
-        self.pages = {"/healthz": self.healthz, "/readyz": self.readyz, **(extra_routes or {})}
+        self.stream_deadline = stream_deadline
+        # This gateway's version, as /api/v1/health reports it.
+        self.version = version
+        # Fixed pages: /healthz, /readyz, /api/v1/health, /openapi.json, /docs ...
+        self.pages = {"/healthz": self.healthz, "/readyz": self.readyz, HEALTH_PATH: self.health_report,
+                      **(extra_routes or {})}
         self._callables: dict[Route, object] = {}
         self.rate_limiter = rate_limiter
         self.trusted_proxy_hops = trusted_proxy_hops
@@ -235,6 +243,8 @@ class Gateway:
         try:
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
             metadata = outgoing_metadata(request, request_id)
+            if timeout is None and (route.client_streaming or route.server_streaming):
+                timeout = self.stream_deadline
             if route.client_streaming:
                 return await self.client_stream(route, variables, request, metadata, timeout, request_id)
             body = await self.read_body(request) if route.body else None
@@ -389,20 +399,26 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(self, request: Request) -> Response:
-        async def status_of(channel: grpc.aio.Channel) -> str:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=self.readiness_timeout
-                )
-                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.aio.AioRpcError as error:
-                return error.code().name
-
+    async def backend_health(self) -> dict[str, HealthReport]:
         names = list(self.channels)
-        statuses = dict(zip(names, await asyncio.gather(*(status_of(self.channels[n]) for n in names))))
+        reports = await asyncio.gather(*(check_health(self.channels[n], timeout=self.readiness_timeout) for n in names))
+        return dict(zip(names, reports))
+
+    async def readyz(self, request: Request) -> Response:
+        statuses = {name: report.status for name, report in (await self.backend_health()).items()}
         ready = all(status == "SERVING" for status in statuses.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "backends": statuses},
             status_code=200 if ready else 503,
+        )
+
+    async def health_report(self, request: Request) -> Response:
+        """Every process's status and version, the gateway's own first: what
+        `sagemesh health` shows over REST. 503 unless every backend serves."""
+        reports = {"gateway": HealthReport("SERVING", self.version), **await self.backend_health()}
+        serving = all(report.serving for report in reports.values())
+        return JSONResponse(
+            {"status": "SERVING" if serving else "NOT_SERVING",
+             "services": {name: {"status": r.status, "version": r.version} for name, r in reports.items()}},
+            status_code=200 if serving else 503,
         )

@@ -10,7 +10,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescr
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 
 from gateway.rules import Route, routes_of
-from meshkit.auth import PUBLIC_METHODS
+from meshkit.topology import PUBLIC_METHODS
 
 OPENAPI_VERSION = "3.0.3"
 _INT32 = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32,

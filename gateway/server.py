@@ -42,9 +42,11 @@ def build(settings: GatewaySettings) -> Gateway:
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         readiness_timeout=settings.readiness_timeout_seconds,
+        stream_deadline=settings.stream_deadline_seconds,
         extra_routes=docs_pages(list(descriptors.values())),
         rate_limiter=rate_limiter(settings) if settings.rate_limits else None,
         trusted_proxy_hops=settings.trusted_proxy_hops,
+        version=telemetry.service_version(settings),
     )
 
 

@@ -14,6 +14,10 @@ class GatewaySettings(MeshSettings):
     # Largest upload (multipart or streamed) accepted.
     max_upload_bytes: int = 100 * 1024 * 1024
     readiness_timeout_seconds: float = 1.0
+    # Deadline of a streaming call (an answer or a status watch streamed back, an upload streamed
+    # in) whose client sends no Grpc-Timeout: unary calls get the mesh's default_deadline_seconds,
+    # which would cut a slow answer, a long watch or a large upload short.
+    stream_deadline_seconds: float = 300.0
     # Requests per caller, as "20/second;600/minute" ("" turns one off); counted
     # in Redis when REDIS_URL is set, so that every replica shares them.
     rate_limit_per_user: str = "20/second;600/minute"

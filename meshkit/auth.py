@@ -20,40 +20,18 @@ from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from meshkit.errors import PermissionDenied, Unauthenticated
+from meshkit.errors import ACCESS_TOKEN_EXPIRED, PermissionDenied, Unauthenticated
+from meshkit.topology import INTERNAL_METHODS, PUBLIC_METHODS
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "EdDSA"
 PUBLIC_KEY_SUFFIX = ".pub.pem"
 
-# RPCs a caller may make without an access token.
-PUBLIC_METHODS: frozenset[str] = frozenset(
-    {
-        "/sagemesh.identity.v1.IdentityService/Register",
-        "/sagemesh.identity.v1.IdentityService/Login",
-        "/sagemesh.identity.v1.IdentityService/RefreshToken",
-        "/sagemesh.identity.v1.IdentityService/Logout",
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    }
-)
-# Service-to-service RPCs that act for a tenant named in the request rather
-# than for a user. Who may call them is enforced by the mesh (Istio mTLS and
-# AuthorizationPolicy), not by a user token.
-INTERNAL_METHODS: frozenset[str] = frozenset(
-    {
-        "/sagemesh.identity.v1.IdentityService/ValidateToken",
-        "/sagemesh.rag_engine.v1.RagEngineService/IndexChunks",
-        "/sagemesh.rag_engine.v1.RagEngineService/DeleteDocumentChunks",
-        "/sagemesh.rag_engine.v1.RagEngineService/DeleteKnowledgeBaseChunks",
-    }
-)
-
 
 def needs_token(method: str) -> bool:
+    """Whether `method` ("/package.Service/Method") needs a user's access token: the public and
+    internal RPCs, listed with the services in meshkit.topology, do not."""
     return method not in PUBLIC_METHODS and method not in INTERNAL_METHODS
 
 
@@ -169,7 +147,7 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("access token expired") from None
+            raise Unauthenticated(ACCESS_TOKEN_EXPIRED) from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid access token") from None
         try:

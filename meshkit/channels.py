@@ -1,85 +1,31 @@
 """Client channels to other services, built in one place.
 
-Every channel gets keepalive, a retry policy in its service config (retry on
-UNAVAILABLE with exponential backoff, per-method overrides), a load-balancing
-policy, and interceptors that give every call a deadline and forward the
-current request's id and caller token to the next hop, count and time each
-call (Prometheus), and carry the trace to the next hop (when tracing is on).
+Every channel follows the mesh's ChannelPolicy (meshkit.channel_policy:
+keepalive, a retry policy in its service config, a load-balancing policy, a
+deadline on every call) and has interceptors that forward the current
+request's id, deadline, routing headers and caller token to the next hop,
+count and time each call (Prometheus), and carry the trace to the next hop
+(when tracing is on).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 
 import grpc
 
 from meshkit import auth, context, metrics, telemetry
+from meshkit.channel_policy import ChannelPolicy, MethodPolicy, call_details, open_channel, rewriting_interceptors
 from meshkit.settings import MeshSettings
-
-
-@dataclass(frozen=True)
-class MethodPolicy:
-    """Overrides for one method (or, with method empty, one whole service)."""
-
-    service: str
-    method: str = ""
-    retry: bool = True
-    timeout_seconds: float | None = None
-
-
-def service_config(settings: MeshSettings, overrides: tuple[MethodPolicy, ...] = ()) -> str:
-    retry_policy = {
-        "maxAttempts": settings.retry_max_attempts,
-        "initialBackoff": f"{settings.retry_initial_backoff_seconds}s",
-        "maxBackoff": f"{settings.retry_max_backoff_seconds}s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    method_configs = []
-    for policy in overrides:
-        name = {"service": policy.service, **({"method": policy.method} if policy.method else {})}
-        config: dict = {"name": [name]}
-        if policy.retry:
-            config["retryPolicy"] = retry_policy
-        if policy.timeout_seconds is not None:
-            config["timeout"] = f"{policy.timeout_seconds}s"
-        method_configs.append(config)
-    # An empty name matches every method not named above.
-    method_configs.append({"name": [{}], "retryPolicy": retry_policy})
-    return json.dumps(
-        {
-            "loadBalancingConfig": [{settings.load_balancing_policy: {}}],
-            "methodConfig": method_configs,
-        }
-    )
-
-
-def channel_options(settings: MeshSettings, config: str) -> list[tuple[str, object]]:
-    return [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", config),
-        ("grpc.keepalive_time_ms", int(settings.keepalive_time_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.initial_reconnect_backoff_ms", min(1000, int(settings.reconnect_max_backoff_seconds * 1000))),
-        ("grpc.max_reconnect_backoff_ms", int(settings.reconnect_max_backoff_seconds * 1000)),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-    ]
 
 
 def create_channel(
     target: str, settings: MeshSettings, overrides: tuple[MethodPolicy, ...] = ()
 ) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target,
-        options=channel_options(settings, service_config(settings, overrides)),
-        interceptors=[*outgoing_call_interceptors(settings.default_deadline_seconds),
-                      *telemetry.client_interceptors(), *metrics.client_interceptors()],
-    )
+    policy = settings.channel_policy
+    interceptors = [*outgoing_call_interceptors(policy), *telemetry.client_interceptors(),
+                    *metrics.client_interceptors()]
+    return open_channel(target, policy, interceptors, overrides)
 
 
 def channel_to(service: str, settings: MeshSettings, **kwargs) -> grpc.aio.Channel:
@@ -87,16 +33,13 @@ def channel_to(service: str, settings: MeshSettings, **kwargs) -> grpc.aio.Chann
     return create_channel(settings.address_of(service), settings, **kwargs)
 
 
-class _OutgoingCall:
-    """Gives each call a deadline: its own, else the default, never beyond
-    what remains of the incoming request's; forwards request id, token and
-    routing headers."""
+def outgoing_call_interceptors(policy: ChannelPolicy) -> list[grpc.aio.ClientInterceptor]:
+    """Each call gets a deadline: its own, else the default, never beyond what
+    remains of the incoming request's; and carries the request id, the
+    caller's token and the routing headers on."""
 
-    def __init__(self, default_timeout: float) -> None:
-        self.default_timeout = default_timeout
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        timeout = details.timeout if details.timeout is not None else self.default_timeout
+    async def forward_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        timeout = policy.timeout_of(details)
         incoming_deadline = context.deadline.get()
         if incoming_deadline is not None:
             timeout = max(min(timeout, incoming_deadline - time.monotonic()), 0.0)
@@ -110,33 +53,6 @@ class _OutgoingCall:
         principal = auth.principal_or_none()
         if principal is not None and "authorization" not in metadata:
             metadata["authorization"] = f"Bearer {principal.token}"
-        return grpc.aio.ClientCallDetails(
-            details.method, timeout, metadata, details.credentials, details.wait_for_ready
-        )
+        return call_details(details, timeout, metadata)
 
-
-# One class per kind of call: grpc.aio files an interceptor under the first
-# kind it implements only, so one class implementing all four would see
-# unary-unary calls alone.
-class _UnaryUnary(_OutgoingCall, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._details(details), request)
-
-
-class _UnaryStream(_OutgoingCall, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._details(details), request)
-
-
-class _StreamUnary(_OutgoingCall, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, details, request_iterator):
-        return await continuation(self._details(details), request_iterator)
-
-
-class _StreamStream(_OutgoingCall, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):
-        return await continuation(self._details(details), request_iterator)
-
-
-def outgoing_call_interceptors(default_timeout: float) -> list[_OutgoingCall]:
-    return [kind(default_timeout) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    return rewriting_interceptors(forward_context)

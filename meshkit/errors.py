@@ -34,6 +34,11 @@ class Unauthenticated(ServiceError):
     pass
 
 
+# Why an access token was refused when it has merely expired: the one
+# UNAUTHENTICATED after which a client renews its token and tries again.
+ACCESS_TOKEN_EXPIRED = "access token expired"
+
+
 class PermissionDenied(ServiceError):
     pass
 

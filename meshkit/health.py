@@ -4,7 +4,10 @@ Each check is an async callable that raises when its dependency is unusable
 (a database that does not answer, say). They run every few seconds; the
 service reports SERVING only while all pass, so Kubernetes and the gateway's
 /readyz stop sending it work when a dependency is gone. The LIVENESS name
-alone does not follow them.
+alone does not follow them. Every answer also names the version that gave it.
+
+The client side, one Check and its version, is here too: for the gateway's
+/readyz and /api/v1/health, the launcher, and the client SDK.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +30,27 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # dependencies: a liveness probe on it restarts a stuck process, never one
 # whose database is down (restarting would not bring the database back).
 LIVENESS = "liveness"
+# Initial metadata of every grpc.health.v1 answer: which version of the
+# service answered (a canary's differs from stable).
+VERSION_METADATA = "sagemesh-version"
+
+
+class VersionedHealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 that also says, in `sagemesh-version` initial metadata,
+    which version answers: the protocol has no field for it, and a probe or
+    `sagemesh` CLI asking health is the one that wants to know."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self._version = ((VERSION_METADATA, version),)
+
+    async def Check(self, request, context):
+        await context.send_initial_metadata(self._version)
+        return await super().Check(request, context)
+
+    async def Watch(self, request, context):
+        await context.send_initial_metadata(self._version)
+        await super().Watch(request, context)
 
 
 class DependencyHealth:
@@ -83,17 +108,37 @@ class DependencyHealth:
         await self.servicer.enter_graceful_shutdown()
 
 
+@dataclass(frozen=True)
+class HealthReport:
+    # SERVING, NOT_SERVING, ...; or, when the question failed, its status code
+    # (UNAVAILABLE: not listening; UNIMPLEMENTED: no health service).
+    status: str
+    # "" when the server did not say.
+    version: str = ""
+
+    @property
+    def serving(self) -> bool:
+        return self.status == "SERVING"
+
+
+async def check_health(channel: grpc.aio.Channel, service: str = "", timeout: float = 1.0) -> HealthReport:
+    """One grpc.health.v1 Check of `service` ("" is the whole server) and the version that answered."""
+    call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    try:
+        reply = await call
+        metadata = await call.initial_metadata()
+    except grpc.aio.AioRpcError as error:
+        return HealthReport(error.code().name)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return HealthReport(status, str(metadata.get(VERSION_METADATA, "")))
+
+
 async def wait_until_serving(channel: grpc.aio.Channel, alive: Callable[[], bool], timeout: float) -> bool:
     """Asks the server at the channel's end for its health until it reports
     SERVING (True), or its process is gone or `timeout` seconds pass (False)."""
-    stub = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout
     while alive() and time.monotonic() < deadline:
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == SERVING:
-                return True
-        except grpc.aio.AioRpcError:
-            pass  # not listening yet
-        await asyncio.sleep(0.2)
+        if (await check_health(channel)).serving:
+            return True
+        await asyncio.sleep(0.2)  # not listening yet, or not ready
     return False

@@ -176,7 +176,7 @@ def _status_of(error: errors.ServiceError) -> tuple[grpc.StatusCode, str, tuple]
 
 class AuthInterceptor(ScopedInterceptor):
     """Verifies the bearer token of every RPC that needs one (see
-    meshkit.auth.PUBLIC_METHODS and INTERNAL_METHODS for those that do not)."""
+    meshkit.topology.PUBLIC_METHODS and INTERNAL_METHODS for those that do not)."""
 
     def __init__(self, verifier: auth.TokenVerifier) -> None:
         self.verifier = verifier

@@ -20,11 +20,11 @@ from typing import TypeVar
 
 import grpc
 import uvloop
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from meshkit import auth, interceptors, metrics, telemetry
-from meshkit.health import DependencyHealth, HealthCheck
+from meshkit.health import DependencyHealth, HealthCheck, VersionedHealthServicer
 from meshkit.logs import configure_logging
 from meshkit.settings import MeshSettings
 from meshkit.topology import ServiceInfo, metrics_port_of
@@ -79,7 +79,7 @@ class MeshServer:
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        self.health_servicer = health.aio.HealthServicer()
+        self.health_servicer = VersionedHealthServicer(telemetry.service_version(settings))
         self.health = DependencyHealth(
             self.health_servicer,
             [app.info.grpc_service],

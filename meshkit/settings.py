@@ -7,15 +7,18 @@ with environment variables (see the README's settings table).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meshkit.channel_policy import ChannelPolicy, LoadBalancingPolicy
 from meshkit.topology import SERVICES
 
 ENV_PREFIX = "SAGEMESH_"
+_CLIENT = ChannelPolicy()
 
 
 class MeshSettings(BaseSettings):
@@ -38,18 +41,19 @@ class MeshSettings(BaseSettings):
 
     # Where each service is reached (host:port, or any gRPC target such as
     # dns:///identity.sagemesh.svc.cluster.local:50051).
-    identity_addr: str = f"127.0.0.1:{SERVICES['identity'].default_port}"
-    conversation_addr: str = f"127.0.0.1:{SERVICES['conversation'].default_port}"
-    knowledge_addr: str = f"127.0.0.1:{SERVICES['knowledge'].default_port}"
-    rag_engine_addr: str = f"127.0.0.1:{SERVICES['rag_engine'].default_port}"
-    agent_addr: str = f"127.0.0.1:{SERVICES['agent'].default_port}"
+    identity_addr: str = SERVICES["identity"].default_address
+    conversation_addr: str = SERVICES["conversation"].default_address
+    knowledge_addr: str = SERVICES["knowledge"].default_address
+    rag_engine_addr: str = SERVICES["rag_engine"].default_address
+    agent_addr: str = SERVICES["agent"].default_address
 
     # gRPC server.
     listen_host: str = "127.0.0.1"
     # 0 picks a free port; unset uses the service's default port.
     listen_port: int | None = None
     grace_period_seconds: float = 10.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    # Message size limit, both ways, of servers and clients.
+    max_message_bytes: int = _CLIENT.max_message_bytes
     # Recycle connections now and then so clients rebalance across new pods.
     max_connection_age_seconds: float = 300.0
     health_check_interval_seconds: float = 5.0
@@ -57,18 +61,19 @@ class MeshSettings(BaseSettings):
     # RESOURCE_EXHAUSTED (the gateway's 429) rather than queued without bound.
     max_concurrent_rpcs: int = 256
 
-    # gRPC clients.
-    default_deadline_seconds: float = 10.0
-    keepalive_time_seconds: float = 30.0
-    keepalive_timeout_seconds: float = 10.0
-    retry_max_attempts: int = 4
-    retry_initial_backoff_seconds: float = 0.1
-    retry_max_backoff_seconds: float = 2.0
-    # gRPC waits up to 120 s between reconnects by default: a peer that is back
-    # after a restart would go unused for up to two minutes.
-    reconnect_max_backoff_seconds: float = 5.0
-    # round_robin spreads calls over every address a headless Service resolves to.
-    load_balancing_policy: Literal["pick_first", "round_robin"] = "pick_first"
+    # gRPC clients: the mesh's ChannelPolicy (see meshkit.channel_policy for
+    # what each means), its defaults overridable here; keepalive serves the
+    # server too.
+    default_deadline_seconds: float = _CLIENT.default_deadline_seconds
+    keepalive_time_seconds: float = _CLIENT.keepalive_time_seconds
+    keepalive_timeout_seconds: float = _CLIENT.keepalive_timeout_seconds
+    retry_max_attempts: int = _CLIENT.retry_max_attempts
+    retry_initial_backoff_seconds: float = _CLIENT.retry_initial_backoff_seconds
+    retry_max_backoff_seconds: float = _CLIENT.retry_max_backoff_seconds
+    retry_throttling_max_tokens: int = _CLIENT.retry_throttling_max_tokens
+    retry_throttling_token_ratio: float = _CLIENT.retry_throttling_token_ratio
+    reconnect_max_backoff_seconds: float = _CLIENT.reconnect_max_backoff_seconds
+    load_balancing_policy: LoadBalancingPolicy = _CLIENT.load_balancing_policy
 
     # Access tokens: issued by identity, verified by every service.
     jwt_issuer: str = "sagemesh-identity"
@@ -88,6 +93,11 @@ class MeshSettings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.jwt_keys_dir or self.data_dir / "jwt"
+
+    @property
+    def channel_policy(self) -> ChannelPolicy:
+        """The client settings above, as the policy channels are built from."""
+        return ChannelPolicy(**{field.name: getattr(self, field.name) for field in dataclasses.fields(ChannelPolicy)})
 
     def address_of(self, service: str) -> str:
         return getattr(self, f"{service}_addr")

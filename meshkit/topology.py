@@ -1,4 +1,5 @@
-"""The services of the mesh: names, gRPC service names and default ports."""
+"""The services of the mesh: names, gRPC service names and default ports, and
+the RPCs that need no user token (public, internal and infrastructure ones)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ class ServiceInfo:
     grpc_service: str
     default_port: int
     default_metrics_port: int
+
+    @property
+    def default_address(self) -> str:
+        """Where it is reached when nothing says otherwise: on this machine, as `make run` serves it."""
+        return f"127.0.0.1:{self.default_port}"
 
 
 SERVICES: dict[str, ServiceInfo] = {
@@ -27,6 +33,30 @@ SERVICES: dict[str, ServiceInfo] = {
 GATEWAY_METRICS_PORT = 9090
 # The standard services every server has: probed every few seconds, no one's request.
 INFRASTRUCTURE_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# RPCs a caller may make without an access token.
+PUBLIC_METHODS: frozenset[str] = frozenset(
+    {
+        "/sagemesh.identity.v1.IdentityService/Register",
+        "/sagemesh.identity.v1.IdentityService/Login",
+        "/sagemesh.identity.v1.IdentityService/RefreshToken",
+        "/sagemesh.identity.v1.IdentityService/Logout",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+# Service-to-service RPCs that act for a tenant named in the request rather
+# than for a user. Who may call them is enforced by the mesh (Istio mTLS and
+# AuthorizationPolicy), not by a user token.
+INTERNAL_METHODS: frozenset[str] = frozenset(
+    {
+        "/sagemesh.identity.v1.IdentityService/ValidateToken",
+        "/sagemesh.rag_engine.v1.RagEngineService/IndexChunks",
+        "/sagemesh.rag_engine.v1.RagEngineService/DeleteDocumentChunks",
+        "/sagemesh.rag_engine.v1.RagEngineService/DeleteKnowledgeBaseChunks",
+    }
+)
 
 
 def metrics_port_of(process: str, configured: int | None = None) -> int:

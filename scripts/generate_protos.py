@@ -1,7 +1,13 @@
-"""Generate Python code (messages, .pyi stubs, gRPC stubs) from proto/.
+"""Generate Python code (messages, gRPC stubs, and their .pyi types) from proto/.
 
     python scripts/generate_protos.py           # write gen/python
     python scripts/generate_protos.py --check   # exit 1 if gen/python is stale
+
+protoc writes the messages (_pb2.py) and grpcio's stubs (_pb2_grpc.py);
+mypy-protobuf writes the types of both (.pyi): the messages' with the
+contracts' comments, oneofs and enums typed, and the stubs' typed for grpc.aio
+and sync channels alike (the client SDK's `client.identity.GetMe` is typed
+from them). protoc's own --pyi_out types messages only, so it is not used.
 
 Also lays out the googleapis .proto files buf needs in .build/proto-deps,
 taken from the installed googleapis-common-protos wheel so nothing is fetched.
@@ -13,6 +19,7 @@ import argparse
 import filecmp
 import shutil
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -27,6 +34,10 @@ BUF_DEPS_DIR = ROOT / ".build" / "proto-deps"
 GOOGLEAPIS_INCLUDE = Path(google.api.__path__[0]).parent.parent
 WELL_KNOWN_INCLUDE = Path(protoc.__file__).parent / "_proto"
 GOOGLEAPIS_PACKAGES = ("google/api", "google/rpc")
+# mypy-protobuf's protoc plugins, named explicitly: `make` runs this script
+# with the virtualenv's python without putting its bin/ on PATH.
+PLUGINS_DIR = Path(sysconfig.get_path("scripts"))
+MYPY_PLUGINS = ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
 
 
 def proto_files() -> list[Path]:
@@ -34,15 +45,20 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_dir: Path) -> None:
+    missing = [plugin for plugin in MYPY_PLUGINS if not (PLUGINS_DIR / plugin).exists()]
+    if missing:
+        raise SystemExit(f"{' and '.join(missing)} not in {PLUGINS_DIR}: install mypy-protobuf (`make install`)")
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_DIR}",
         f"-I{GOOGLEAPIS_INCLUDE}",
         f"-I{WELL_KNOWN_INCLUDE}",
+        *(f"--plugin={plugin}={PLUGINS_DIR / plugin}" for plugin in MYPY_PLUGINS),
         f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         *(str(p.relative_to(PROTO_DIR)) for p in proto_files()),
     ]
     if protoc.main(args) != 0:

@@ -17,9 +17,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from scripts.mesh_process import mesh_env
+from scripts.mesh_process import mesh_env, start_mesh
 from tests.conftest import POSTGRES_ADMIN_URL, _run_on_own_loop
-from tests.fixtures.process_mesh import start_mesh
 
 PASSWORD = "faults are a fact of life"
 POLICY = b"# Expenses\n\nMeals on business trips are reimbursed up to 45 euros a day.\n"

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from google.api import annotations_pb2
 
-from meshkit.auth import INTERNAL_METHODS
-from meshkit.topology import SERVICES
+from meshkit.topology import INTERNAL_METHODS, SERVICES
 from sagemesh.agent.v1 import agent_pb2
 from sagemesh.conversation.v1 import conversation_pb2
 from sagemesh.identity.v1 import identity_pb2

@@ -137,7 +137,7 @@ async def stop_gateway(server: uvicorn.Server, task: asyncio.Task) -> None:
     await task
 
 
-def echo_gateway_app(echo_modules, backends: dict[str, str], settings: MeshSettings) -> Gateway:
+def echo_gateway_app(echo_modules, backends: dict[str, str], settings: MeshSettings, **options) -> Gateway:
     pb, _ = echo_modules
     service = pb.DESCRIPTOR.services_by_name["EchoService"]
     return Gateway(
@@ -146,6 +146,7 @@ def echo_gateway_app(echo_modules, backends: dict[str, str], settings: MeshSetti
         max_body_bytes=MAX_BODY_BYTES,
         max_upload_bytes=MAX_UPLOAD_BYTES,
         readiness_timeout=0.5,
+        **options,
     )
 
 

@@ -152,6 +152,14 @@ async def test_readyz_needs_every_backend_to_report_serving(gateway):
     assert reply.json()["backends"]["echo"] == "UNIMPLEMENTED"
 
 
+async def test_the_health_report_names_what_fails_and_the_gateway_itself(gateway):
+    reply = await gateway.client.get("/api/v1/health")
+    assert reply.status_code == 503
+    assert reply.json() == {"status": "NOT_SERVING", "services": {
+        "gateway": {"status": "SERVING", "version": ""},  # this test's Gateway is given no version
+        "echo": {"status": "UNIMPLEMENTED", "version": ""}}}
+
+
 @pytest.mark.parametrize(
     "headers",
     [{"authorization": b"Bearer caf\xe9"}, {"grpc-metadata-note": b"\xe9t\xe9"}],

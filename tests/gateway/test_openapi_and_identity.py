@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 
 import pytest
@@ -83,10 +84,14 @@ async def test_register_login_me_and_refresh_over_rest(identity_gateway):
     assert invalid.json()["details"][0]["fieldViolations"][0]["field"] == "email"
 
 
-async def test_readyz_docs_and_openapi_are_served(identity_gateway):
+async def test_readyz_health_docs_and_openapi_are_served(identity_gateway):
     client = identity_gateway
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "backends": {"identity": "SERVING"}}
+    health = await client.get("/api/v1/health")
+    version = importlib.metadata.version("sagemesh")
+    assert health.status_code == 200 and health.json() == {"status": "SERVING", "services": {
+        "gateway": {"status": "SERVING", "version": version}, "identity": {"status": "SERVING", "version": version}}}
     spec = (await client.get("/openapi.json")).json()
     assert "/api/v1/auth/login" in spec["paths"]
     assert "/api/v1/conversations" not in spec["paths"]  # only the services this gateway exposes

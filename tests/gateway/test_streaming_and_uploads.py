@@ -7,9 +7,11 @@ import json
 import os
 import time
 
+import httpx
 import pytest
 
-from tests.gateway.conftest import MAX_UPLOAD_BYTES
+from meshkit.settings import MeshSettings
+from tests.gateway.conftest import MAX_UPLOAD_BYTES, echo_gateway_app, serve_gateway, stop_gateway
 
 
 async def test_server_stream_as_ndjson(gateway):
@@ -58,6 +60,22 @@ async def test_results_arrive_as_they_are_produced(gateway):
         finished_at = time.monotonic()
     assert json.loads(first) == {"result": {"index": 0}}
     assert len(rest) == 2 and finished_at - read_first_at > 0.45
+
+
+async def test_a_stream_outlives_the_unary_default_deadline_unless_the_client_sets_one(echo_modules, echo_address):
+    # Unary calls get the mesh's default deadline (1 s here); a stream gets the stream deadline.
+    settings = MeshSettings(_env_file=None, default_deadline_seconds=1)
+    app = echo_gateway_app(echo_modules, {"echo": echo_address}, settings, stream_deadline=30)
+    server, task, url = await serve_gateway(app)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            slow = {"count": 4, "delaySeconds": 0.5}
+            whole = [json.loads(line) for line in (await client.post("/v1/expand", json=slow)).text.splitlines()]
+            assert whole == [{"result": {"index": i}} for i in range(4)]
+            cut = (await client.post("/v1/expand", json=slow, headers={"Grpc-Timeout": "1200m"})).text.splitlines()
+            assert json.loads(cut[-1])["error"]["code"] == 4  # DEADLINE_EXCEEDED, as the client asked
+    finally:
+        await stop_gateway(server, task)
 
 
 async def test_multipart_upload_of_a_multi_megabyte_file_streams_through(gateway):

@@ -83,6 +83,29 @@ async def test_retries_stop_at_max_attempts(serve):
     assert servicer.attempts == 3
 
 
+async def test_retries_are_throttled_while_a_peer_keeps_failing(serve):
+    # Without throttling, ten calls to a peer that is down would be forty attempts.
+    servicer = ScriptedIdentity(failures=1000)
+    attempts_per_call = []
+    async with create_channel(await serve(servicer), settings(retry_max_attempts=4)) as channel:
+        for _ in range(10):
+            before = servicer.attempts
+            with pytest.raises(grpc.aio.AioRpcError):
+                await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+            attempts_per_call.append(servicer.attempts - before)
+    assert attempts_per_call[0] == 4 and attempts_per_call[-5:] == [1] * 5, attempts_per_call
+
+
+async def test_one_attempt_means_no_retries_not_a_broken_channel(serve):
+    # gRPC refuses a retry policy of fewer than two attempts, and the channel with it.
+    servicer = ScriptedIdentity(failures=1)
+    async with create_channel(await serve(servicer), settings(retry_max_attempts=1)) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity_pb2_grpc.IdentityServiceStub(channel).GetMe(pb.GetMeRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and caught.value.details() == "try again"
+    assert servicer.attempts == 1
+
+
 async def test_a_method_can_opt_out_of_retries(serve):
     servicer = ScriptedIdentity(failures=1)
     no_retry = (MethodPolicy(SERVICE, "GetMe", retry=False),)

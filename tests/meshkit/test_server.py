@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from meshkit import errors
 from meshkit.channels import create_channel
+from meshkit.health import VERSION_METADATA, HealthReport, check_health
 from meshkit.server import MeshServer, ServiceApp
 from meshkit.settings import MeshSettings
 from meshkit.topology import ServiceInfo
@@ -157,6 +158,23 @@ async def test_health_follows_the_dependencies_but_liveness_does_not(probe):
     probe.dependency_ok = True
     await probe.server.health.check_once()
     assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_answers_name_the_version_that_gave_them(tmp_path):
+    canary = Probe(tmp_path, service_version="1.4.0-canary")
+    await canary.server.start()
+    try:
+        async with create_channel(canary.server.address, canary.settings) as channel:
+            reports = [await check_health(channel, service) for service in ("", PROBE.grpc_service, "liveness")]
+            unknown = await check_health(channel, "no.such.Service")
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            watched = dict(await watch.initial_metadata())
+            watch.cancel()
+    finally:
+        await canary.server.stop(grace=0)
+    assert reports == [HealthReport("SERVING", "1.4.0-canary")] * 3
+    assert unknown == HealthReport("NOT_FOUND")
+    assert watched[VERSION_METADATA] == "1.4.0-canary"
 
 
 async def test_reflection_lists_the_service(probe):

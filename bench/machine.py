@@ -1,0 +1,128 @@
+"""The machine a bench ran on, and what else ran on it meanwhile: figures from
+a shared machine are indicative only, and a report should say how shared it was."""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def describe() -> str:
+    """E.g. 'Linux 6.1 x86_64, 2 cores (Intel Xeon ...), Python 3.12.3'."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    cores = f"{os.cpu_count()} cores" + (f" ({model})" if model else "")
+    return f"{platform.system()} {platform.release()} {platform.machine()}, {cores}, Python {platform.python_version()}"
+
+
+@dataclass(frozen=True)
+class _Process:
+    parent: int
+    name: str
+    cpu_seconds: float
+
+
+def _processes() -> dict[int, _Process]:
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                line = stat.read()
+        except OSError:
+            continue  # it ended meanwhile
+        # "pid (name) state ppid ... utime stime ...": the name may hold spaces and parentheses.
+        name = line[line.index("(") + 1:line.rindex(")")]
+        fields = line[line.rindex(")") + 2:].split()
+        found[int(entry.name)] = _Process(int(fields[1]), name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def _busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+def _trees(roots: Iterable[int], processes: dict[int, _Process]) -> set[int]:
+    """The roots and all their descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, process in processes.items():
+        children.setdefault(process.parent, []).append(pid)
+    found, todo = set(), [pid for pid in roots if pid in processes]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+@dataclass(frozen=True)
+class OtherUse:
+    cores: float  # on average over the watch
+    busiest: list[tuple[str, float]]  # other processes by name, CPU seconds, most first
+
+    def sentence(self, total_cores: int) -> str:
+        if self.cores < 0.05:
+            return "No other process used the CPU noticeably meanwhile."
+        names = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.busiest[:3])
+        return (f"Other processes used the CPU meanwhile: on average {self.cores:.2f} of the {total_cores} cores "
+                f"(most: {names}).")
+
+
+class OtherCpuWatch:
+    """Samples once a second, in a thread, the CPU time the machine spends outside the process
+    trees `ours` names (read again at each sample: a restarted server has a new pid). A process
+    of ours that dies between samples counts its last second as someone else's."""
+
+    def __init__(self, ours: Callable[[], Iterable[int]], interval: float = 1.0) -> None:
+        self.ours = ours
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="other cpu watch", daemon=True)
+        self._others = 0.0
+        self._by_name: Counter[str] = Counter()
+        self._seconds = 0.0
+
+    def __enter__(self) -> OtherCpuWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def use(self) -> OtherUse:
+        cores = self._others / self._seconds if self._seconds else 0.0
+        return OtherUse(max(cores, 0.0), self._by_name.most_common())
+
+    def _watch(self) -> None:
+        before, busy_before, then = _processes(), _busy_seconds(), time.monotonic()
+        while not self._stop.wait(self.interval):
+            now, busy_now, at = _processes(), _busy_seconds(), time.monotonic()
+            ours = _trees(self.ours(), now)
+            ours_seconds = 0.0
+            for pid, process in now.items():
+                spent = process.cpu_seconds - (before[pid].cpu_seconds if pid in before else 0.0)
+                if pid in ours:
+                    ours_seconds += spent
+                else:
+                    self._by_name[process.name] += spent
+            self._others += max(busy_now - busy_before - ours_seconds, 0.0)
+            self._seconds += at - then
+            before, busy_before, then = now, busy_now, at

@@ -1,0 +1,3 @@
+from sagemesh_cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per command or command group (click commands; main.py adds them to `sagemesh`)."""

@@ -1,0 +1,90 @@
+"""ask "question": the answer as it streams, then the sources it cites.
+
+A one-off question goes to the rag_engine's StreamQuery. With --conversation
+it is a message in a conversation (StreamMessage), which keeps the turns, so
+that a follow-up can lean on them ("and in Zurich?").
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from sagemesh_cli import knowledge_bases
+from sagemesh_cli.context import Session, json_option, run
+from sagemesh_cli.errors import ApiError
+
+SNIPPET_CHARS = 90
+
+kb_option = click.option("--kb", "kb", multiple=True, metavar="NAME|ID",
+                         help="A knowledge base to search; repeat for several (default: all of yours).")
+
+
+@click.command()
+@click.argument("question")
+@kb_option
+@click.option("--conversation", metavar="ID|new",
+              help="Ask in a conversation, which remembers the earlier turns; `new` starts one.")
+@json_option
+def ask(question: str, kb: tuple[str, ...], conversation: str | None, json_mode: bool) -> None:
+    """Ask a question: the answer streams, then the sources it cites."""
+
+    async def work(session: Session) -> None:
+        kb_ids = [base["id"] for base in await knowledge_bases.resolve(session.transport, list(kb))]
+        if conversation == "new":
+            created = await session.transport.create_conversation(kb_ids, title=question[:80])
+            conversation_id = created["id"]
+            if session.out.json_mode:
+                session.out.data({"conversation": created})
+        else:
+            conversation_id = conversation
+        if conversation_id:
+            events = session.transport.stream_message(conversation_id, question, kb_ids)
+        else:
+            events = session.transport.stream_query(question, kb_ids)
+
+        answer: dict = {}
+        async for event in events:
+            if session.out.json_mode:
+                session.out.data(event)
+            elif "answerDelta" in event:
+                session.out.write(event["answerDelta"])
+            # The final message: a conversation's stored answer, or the rag_engine's response.
+            answer = event.get("message") or event.get("completed") or answer
+        if session.out.json_mode:
+            return
+        session.out.write("\n")
+        if answer.get("sources"):
+            await _show_sources(session, answer["sources"])
+        if conversation_id:
+            session.out.say(f"conversation {conversation_id}: continue with --conversation {conversation_id}",
+                            style="dim")
+
+    run(json_mode, work)
+
+
+async def _show_sources(session: Session, sources: list[dict]) -> None:
+    filenames = await _filenames(session, {source["documentId"] for source in sources})
+    rows = []
+    for number, source in enumerate(sources, start=1):
+        title = source.get("title") or ""
+        if source.get("page"):
+            title += f", p. {source['page']}"
+        snippet = " ".join(source.get("content", "").split())
+        if len(snippet) > SNIPPET_CHARS:
+            snippet = snippet[:SNIPPET_CHARS - 1] + "…"
+        rows.append([f"[{number}]", title, filenames.get(source["documentId"], source["documentId"]), snippet])
+    session.out.table(["", "title", "document", "snippet"], rows, title="Sources")
+
+
+async def _filenames(session: Session, document_ids: set[str]) -> dict[str, str]:
+    """The uploaded file's name of each document; a source whose document is gone keeps its id."""
+
+    async def filename(document_id: str) -> tuple[str, str]:
+        try:
+            return document_id, (await session.transport.document(document_id))["filename"]
+        except ApiError:
+            return document_id, document_id
+
+    return dict(await asyncio.gather(*(filename(document_id) for document_id in document_ids)))
