@@ -6,19 +6,15 @@ is indexed exactly once: nothing accepted is lost or duplicated."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
-import uuid
 from collections import Counter
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from scripts.mesh_process import mesh_env, start_mesh
-from tests.conftest import POSTGRES_ADMIN_URL, _run_on_own_loop
+from scripts.postgres_cluster import PrivateCluster, private_cluster
 
 PASSWORD = "faults are a fact of life"
 POLICY = b"# Expenses\n\nMeals on business trips are reimbursed up to 45 euros a day.\n"
@@ -155,33 +151,26 @@ async def test_killing_the_rag_engine_mid_traffic_loses_and_duplicates_nothing(m
 
 @pytest.fixture(scope="module")
 def postgres_mesh(tmp_path_factory):
-    name = f"sagemesh_faults_{uuid.uuid4().hex[:8]}"
-    _run_on_own_loop(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    env = mesh_env(tmp_path_factory.mktemp("faults-pg"), SAGEMESH_LOG_LEVEL="WARNING", SAGEMESH_RATE_LIMITS="false",
-                   SAGEMESH_DATABASE_URL=url)
-    mesh = start_mesh(env)
-    yield mesh
-    mesh.stop()
-    _run_on_own_loop(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """The mesh on a PostgreSQL cluster of the test's own, which it may restart: the machine's
+    cluster serves other tests and other work."""
+    with private_cluster("sagemesh_faults") as cluster:
+        env = mesh_env(tmp_path_factory.mktemp("faults-pg"), SAGEMESH_LOG_LEVEL="WARNING",
+                       SAGEMESH_RATE_LIMITS="false", SAGEMESH_DATABASE_URL=cluster.url)
+        mesh = start_mesh(env)
+        yield mesh, cluster
+        mesh.stop()
 
 
-async def postgres_started_at() -> str:
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+async def postgres_started_at(cluster: PrivateCluster) -> str:
+    admin = await asyncpg.connect(cluster.url)
     try:
         return str(await admin.fetchval("SELECT pg_postmaster_start_time()"))
     finally:
         await admin.close()
 
 
-def restart_postgres() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
-                   capture_output=True, timeout=60)
-
-
 async def test_postgresql_restarted_under_the_services_loses_and_duplicates_nothing(postgres_mesh):
-    mesh = postgres_mesh
+    mesh, cluster = postgres_mesh
     async with httpx.AsyncClient(base_url=mesh.url, timeout=60) as client:
         auth = await sign_in(client, "gus@example.com")
         conversation = (await client.post("/api/v1/conversations", headers=auth, json={})).json()["id"]
@@ -192,9 +181,10 @@ async def test_postgresql_restarted_under_the_services_loses_and_duplicates_noth
         workers = [asyncio.create_task(keep_sending(client, auth, conversation, name, stop, refusals, accepted))
                    for name in ("a", "b")]
         await asyncio.sleep(1.5)
-        before = await postgres_started_at()
-        await asyncio.to_thread(restart_postgres)
-        assert await postgres_started_at() != before  # it did restart under them
+        before = await postgres_started_at(cluster)
+        await asyncio.to_thread(cluster.stop)
+        await asyncio.to_thread(cluster.start)
+        assert await postgres_started_at(cluster) != before  # it did restart under them
         await asyncio.sleep(3)
         stop.set()
         await asyncio.gather(*workers)
