@@ -65,9 +65,12 @@ def ask(question: str, kb: tuple[str, ...], conversation: str | None, json_mode:
 
 
 async def _show_sources(session: Session, sources: list[dict]) -> None:
-    filenames = await _filenames(session, {source["documentId"] for source in sources})
+    """The sources the answer cites, by their [n]; all of them when it cites none."""
+    numbered = list(enumerate(sources, start=1))
+    shown = [(number, source) for number, source in numbered if source.get("cited")] or numbered
+    filenames = await _filenames(session, {source["documentId"] for _, source in shown})
     rows = []
-    for number, source in enumerate(sources, start=1):
+    for number, source in shown:
         title = source.get("title") or ""
         if source.get("page"):
             title += f", p. {source['page']}"
@@ -76,6 +79,9 @@ async def _show_sources(session: Session, sources: list[dict]) -> None:
             snippet = snippet[:SNIPPET_CHARS - 1] + "…"
         rows.append([f"[{number}]", title, filenames.get(source["documentId"], source["documentId"]), snippet])
     session.out.table(["", "title", "document", "snippet"], rows, title="Sources")
+    if uncited := len(sources) - len(shown):
+        session.out.say(f"{uncited} more source{'s' if uncited > 1 else ''} the answer does not cite "
+                        "(--json lists every one)", style="dim")
 
 
 async def _filenames(session: Session, document_ids: set[str]) -> dict[str, str]:

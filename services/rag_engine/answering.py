@@ -97,11 +97,13 @@ class Answer:
     features: list[str]
 
 
+_CITATION = re.compile(r"\[(\d{1,4})\]")
+
+
 class CitationFilter:
     """Drops citation markers [n] that point past the sources, also when a
     marker arrives split across streamed pieces."""
 
-    _MARKER = re.compile(r"\[(\d{1,4})\]")
     _OPEN_MARKER = re.compile(r"\[\d{0,4}$")
 
     def __init__(self, sources: int) -> None:
@@ -119,7 +121,12 @@ class CitationFilter:
         return self._clean(text)
 
     def _clean(self, text: str) -> str:
-        return self._MARKER.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= self.sources else "", text)
+        return _CITATION.sub(lambda m: m.group() if 1 <= int(m.group(1)) <= self.sources else "", text)
+
+
+def cited_numbers(text: str) -> set[int]:
+    """The source numbers an answer's [n] markers name."""
+    return {int(number) for number in _CITATION.findall(text)}
 
 
 def _fit(text: str, budget: int) -> str:

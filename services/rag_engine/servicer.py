@@ -9,7 +9,7 @@ from meshkit.errors import InvalidArgument
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.rag_engine import filters as f
-from services.rag_engine.answering import Answer, Answerer, QueryOptions
+from services.rag_engine.answering import Answer, Answerer, QueryOptions, cited_numbers
 from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
 from services.rag_engine.engine import RagEngine
 from services.rag_engine.generation import Turn
@@ -96,11 +96,13 @@ def query_options(request: pb.QueryRequest | pb.StreamQueryRequest) -> QueryOpti
 
 def answer_message(answer: Answer) -> pb.QueryResponse:
     metrics = answer.metrics
+    cited = cited_numbers(answer.text)
     return pb.QueryResponse(
         answer=answer.text,
         sources=[pb.Source(document_id=s.ranked.chunk.document_id, chunk_id=s.ranked.chunk.chunk_id,
                            kb_id=s.ranked.chunk.kb_id, title=s.ranked.chunk.title, content=s.text,
-                           score=s.ranked.score, page=s.ranked.chunk.page) for s in answer.sources],
+                           score=s.ranked.score, page=s.ranked.chunk.page, cited=s.number in cited)
+                 for s in answer.sources],
         metrics=pb.AnswerMetrics(
             retrieval_latency_ms=metrics.retrieval_ms, rerank_latency_ms=metrics.rerank_ms,
             generation_latency_ms=metrics.generation_ms, total_latency_ms=metrics.total_ms,

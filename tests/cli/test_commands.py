@@ -3,6 +3,8 @@ gRPC to the services: what people read, and what --json gives scripts."""
 
 from __future__ import annotations
 
+import re
+
 import stat
 import tomllib
 
@@ -90,6 +92,12 @@ def test_log_in_create_a_base_upload_a_folder_ask_and_run_the_agent(cli):
     *deltas, completed = cli("ask", "How much are meals reimbursed per day?", "--kb", kb, "--json").json_lines()
     assert "".join(delta["answerDelta"] for delta in deltas) == completed["completed"]["answer"]
     assert completed["completed"]["sources"][0]["documentId"] == expenses
+    # The table holds the sources the answer cites; --json has every one, flagged.
+    sources = completed["completed"]["sources"]
+    assert sources[0]["cited"] and len(sources) > 1 and not all(s.get("cited") for s in sources)
+    rows = [line for line in table if re.search(r"\[\d+\]", line)]
+    assert len(rows) == sum(1 for s in sources if s.get("cited")), asked.stdout
+    assert "the answer does not cite" in asked.stdout
 
     # In a conversation, whose follow-ups lean on the turns before.
     first = cli("ask", "How much are meals reimbursed per day?", "--kb", kb, "--conversation", "new", "--json")

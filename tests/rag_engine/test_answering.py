@@ -76,9 +76,11 @@ async def query(rag, tenant: str, question: str, **fields) -> pb.QueryResponse:
 
 
 def cited(response) -> list[pb.Source]:
-    numbers = [int(n) for n in re.findall(r"\[(\d+)\]", response.answer)]
+    """The sources the answer's [n] markers name; each flagged `cited`, and no other."""
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", response.answer)}
     assert numbers and all(1 <= n <= len(response.sources) for n in numbers), response.answer
-    return [response.sources[n - 1] for n in numbers]
+    assert {n for n, s in enumerate(response.sources, start=1) if s.cited} == numbers
+    return [response.sources[n - 1] for n in sorted(numbers)]
 
 
 async def test_query_answers_with_citations_into_its_sources(rag):
