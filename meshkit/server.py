@@ -55,6 +55,10 @@ def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
         ("grpc.max_connection_age_grace_ms", int(settings.grace_period_seconds * 1000)),
+        # gRPC sets SO_REUSEPORT by default on Linux: a second server on a port in use (a stale
+        # process, a second `make run`, a port handed out twice) would start without complaint and
+        # take a share of the first's connections, answering calls meant for another service.
+        ("grpc.so_reuseport", 0),
     ]
 
 

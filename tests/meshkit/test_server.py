@@ -60,7 +60,7 @@ class Probe:
     def __init__(self, tmp_path, **settings_fields) -> None:
         self.identity = ProbeIdentity()
         self.dependency_ok = True
-        self.settings = MeshSettings(_env_file=None, data_dir=tmp_path, listen_port=0, **settings_fields)
+        self.settings = MeshSettings(_env_file=None, data_dir=tmp_path, **{"listen_port": 0, **settings_fields})
         kid, key = load_signing_key(self.settings.keys_dir, None)
         self.tokens = AccessTokenIssuer(kid, key, self.settings.jwt_issuer, self.settings.jwt_audience, 60)
 
@@ -175,6 +175,13 @@ async def test_health_answers_name_the_version_that_gave_them(tmp_path):
     assert reports == [HealthReport("SERVING", "1.4.0-canary")] * 3
     assert unknown == HealthReport("NOT_FOUND")
     assert watched[VERSION_METADATA] == "1.4.0-canary"
+
+
+async def test_a_port_in_use_is_refused_not_shared(tmp_path, probe):
+    # With SO_REUSEPORT (gRPC's default) a second server would share the port and its connections.
+    second = Probe(tmp_path / "second", listen_port=int(probe.server.address.rpartition(":")[2]))
+    with pytest.raises(RuntimeError):
+        await second.server.start()
 
 
 async def test_reflection_lists_the_service(probe):
