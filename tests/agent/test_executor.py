@@ -20,6 +20,7 @@ from services.agent.tools import Tool, ToolContext, calculator, current_time
 from services.agent.tools.breaker import CircuitBreaker
 from services.agent.tools.knowledge_base import knowledge_base_tool
 from services.agent.tools.registry import ToolRegistry
+from tests.fixtures.mesh import NoKnowledgeBasesStandIn
 
 REPORT = "Revenue was 3.75 million euros in Q2 2024 and 4.2 million euros in Q3 2024."
 TOOLS = ["calculator", "knowledge_base", "current_time"]
@@ -166,11 +167,7 @@ async def test_a_run_whose_caller_left_is_still_kept(tmp_path):
         def plan(self, task, tools):
             return [PlanStep(i, f"wait {i}", "slow", {"n": i}) for i in (1, 2, 3)]
 
-    class NoKnowledgeBases:  # a stand-in: the task names none
-        async def missing(self, kb_ids):
-            return list(kb_ids)
-
-    agents = Agents(registry, Executor(registry, ThreeWaits()), store, NoKnowledgeBases(), AgentsConfig())
+    agents = Agents(registry, Executor(registry, ThreeWaits()), store, NoKnowledgeBasesStandIn(), AgentsConfig())
     caller = Caller("t1", "u1")
     events = agents.execute(caller, "wait three times", tools=["slow"])
     assert isinstance(await anext(events), list)  # the plan; then the caller leaves

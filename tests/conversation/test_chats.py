@@ -13,6 +13,7 @@ from services.conversation.chats import Caller, Chats, ChatsConfig
 from services.conversation.domain import AnswerResult, Message, Mode, Role
 from services.conversation.server import MIGRATIONS
 from services.conversation.store_sql import SqlConversationStore
+from tests.fixtures.mesh import NoKnowledgeBasesStandIn
 
 CALLER = Caller("t1", "u1")
 
@@ -29,13 +30,6 @@ class SlowStandInAnswerer:
             await asyncio.sleep(0.05)
             yield piece
         yield AnswerResult(f"The answer to {question}", [{"chunkId": "c1"}], {"generator": "stand-in"})
-
-
-class NoKnowledgeBasesStandIn:
-    """The knowledge service for conversations that name no knowledge base."""
-
-    async def missing(self, kb_ids):
-        return list(kb_ids)
 
 
 @pytest.fixture
