@@ -7,6 +7,12 @@ works; a document whose worker died is taken up again when the lease runs
 out (at once when the same worker restarts). A run after a crash indexes the
 whole document again, replacing what the last run indexed, so a document's
 chunks are in the index once however many runs it took.
+
+Taking a document counts an attempt, in the same statement, so a document
+that kills whatever runs it uses its attempts up like any other and fails
+instead of felling worker after worker. What users read in a document's
+error is always a sentence of ours; what went wrong in detail goes to the
+log, with the document's id and the run's trace id.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from services.knowledge.chunking import ChunkingSettings, TokenCounter, chunk_do
 from services.knowledge.domain import DocumentStatus, StageTimings
 from services.knowledge.indexer import ChunkIndexer, IndexRejected, IndexUnavailable
 from services.knowledge.metrics import INGESTED, STAGE_SECONDS, record_counts
-from services.knowledge.parsers import ParseError, UnsupportedType, parse
+from services.knowledge.parsers import ParseError, UnsupportedType
+from services.knowledge.sandboxed_parsing import ParsingStopped, SandboxedParser
 from services.knowledge.status_board import StatusBoard
 from services.knowledge.store import Claim, KnowledgeStore
 
@@ -46,8 +53,9 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 60.0
-    # Runs that end in an unexpected error (a database outage, a bug) before
-    # the document is failed; an unreachable rag_engine is retried forever.
+    # Runs before the document is failed: those that ended in an unexpected
+    # error or a stopped parse, or never ended (the process died). Waiting
+    # for an unreachable rag_engine does not count: it is retried forever.
     max_attempts: int = 5
     # How often the documents-by-status metrics are read from the store.
     metrics_refresh_seconds: float = 5.0
@@ -59,6 +67,21 @@ class ClaimLost(Exception):
 
 class Failed(Exception):
     """The document cannot be ingested as it is; the message says why."""
+
+
+INDEX_UNREACHABLE = "waiting for the index, which cannot be reached; it will be tried again"
+INDEX_REFUSED = "the index refused the document's chunks"
+RETRYING = "; it will be tried again"
+
+
+def _interrupted(attempts: int) -> str:
+    return f"ingestion stopped before it finished on each of its {attempts} attempts (its worker went down)"
+
+
+def _internal_error(attempts: int) -> str:
+    span = trace.get_current_span().get_span_context()
+    reference = f"; quote trace id {span.trace_id:032x} when reporting it" if span.is_valid else ""
+    return f"ingestion failed on each of its {attempts} attempts because of an internal error{reference}"
 
 
 def backoff_seconds(attempt: int, initial: float, cap: float) -> float:
@@ -78,10 +101,11 @@ def _upload_link(claim: Claim) -> list[Link]:
 
 
 class IngestionWorker:
-    def __init__(self, store: KnowledgeStore, blobs: BlobStore, indexer: ChunkIndexer, counter: TokenCounter,
-                 board: StatusBoard, config: WorkerConfig) -> None:
+    def __init__(self, store: KnowledgeStore, blobs: BlobStore, parser: SandboxedParser, indexer: ChunkIndexer,
+                 counter: TokenCounter, board: StatusBoard, config: WorkerConfig) -> None:
         self.store = store
         self.blobs = blobs
+        self.parser = parser
         self.indexer = indexer
         self.counter = counter
         self.board = board
@@ -90,6 +114,9 @@ class IngestionWorker:
         self._loop_task: asyncio.Task | None = None
         self._report_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        # Index calls that failed as unreachable since the last that worked: the
+        # backoff's exponent, the outage being the rag_engine's, not a document's.
+        self._index_failures = 0
 
     async def start(self) -> None:
         released = await self.store.release_leases(self.config.name)
@@ -184,6 +211,13 @@ class IngestionWorker:
 
     async def _ingest(self, claim: Claim) -> None:
         document = claim.document
+        if document.attempts > self.config.max_attempts:
+            # Its earlier runs all died with their process: a document that
+            # kills its worker must not take down one replica after another.
+            log.error("document %s: failing it, its last %d runs never finished", document.id,
+                      self.config.max_attempts)
+            await self._settle(claim, DocumentStatus.FAILED, error=_interrupted(self.config.max_attempts))
+            return
         parse_ms = chunk_ms = index_ms = 0.0
         try:
             await self._stage(claim, DocumentStatus.PARSING)
@@ -192,8 +226,10 @@ class IngestionWorker:
                     "content_type": document.content_type}) as span:
                 content = await self.blobs.read(claim.blob_key)
                 try:
-                    parsed = await asyncio.to_thread(parse, content, document.content_type)
+                    parsed = await self.parser.parse(content, document.content_type)
                 except (ParseError, UnsupportedType) as error:
+                    log.info("document %s could not be parsed: %s (%s)", document.id, error,
+                             getattr(error, "detail", "") or "no more detail")
                     raise Failed(str(error)) from None
                 span.set_attribute("bytes", len(content))
             parse_ms = ms_since(started)
@@ -218,8 +254,10 @@ class IngestionWorker:
                 try:
                     vectors = await self.indexer.index(document.tenant_id, document.kb_id, document.id, chunks,
                                                        parsed.title or document.filename, document.metadata)
+                    self._index_failures = 0
                 except IndexRejected as error:
-                    raise Failed(str(error)) from None
+                    log.error("document %s: the index refused its chunks: %s", document.id, error)
+                    raise Failed(INDEX_REFUSED) from None
                 span.set_attribute("vectors", vectors)
             index_ms = ms_since(started)
         except Failed as error:
@@ -227,17 +265,23 @@ class IngestionWorker:
                                timings=StageTimings(parse_ms, chunk_ms, index_ms))
             return
         except IndexUnavailable as error:
-            await self._retry(claim, f"waiting for the index: {error}")
+            log.warning("document %s: the index cannot be reached: %s", document.id, error)
+            self._index_failures += 1
+            await self._retry(claim, INDEX_UNREACHABLE, self._index_failures, attempt_counts=False)
+            return
+        except ParsingStopped as error:
+            log.warning("document %s: %s (attempt %d of %d)", document.id, error, document.attempts,
+                        self.config.max_attempts)
+            await self._fail_or_retry(claim, str(error), str(error) + RETRYING,
+                                      timings=StageTimings(parse_ms, chunk_ms, index_ms))
             return
         except (ClaimLost, asyncio.CancelledError):
             raise
-        except Exception as error:
-            log.exception("ingesting document %s failed", document.id)
-            if document.attempts >= self.config.max_attempts:
-                await self._settle(claim, DocumentStatus.FAILED,
-                                   error=f"internal error after {document.attempts} attempts: {error!r}")
-            else:
-                await self._retry(claim, f"internal error, retrying: {error!r}")
+        except Exception:
+            log.exception("ingesting document %s failed (attempt %d of %d)", document.id, document.attempts,
+                          self.config.max_attempts)
+            await self._fail_or_retry(claim, _internal_error(document.attempts),
+                                      "an internal error interrupted ingestion" + RETRYING)
             return
         await self._settle(claim, DocumentStatus.INDEXED, chunk_count=len(chunks), vector_count=vectors,
                            timings=StageTimings(parse_ms, chunk_ms, index_ms))
@@ -254,12 +298,19 @@ class IngestionWorker:
                 await self.indexer.delete_document(document.tenant_id, document.kb_id, document.id)
         raise ClaimLost
 
-    async def _retry(self, claim: Claim, error: str) -> None:
-        delay = backoff_seconds(claim.document.attempts, self.config.retry_initial_seconds,
-                                self.config.retry_max_seconds)
+    async def _fail_or_retry(self, claim: Claim, final_error: str, retry_error: str,
+                             timings: StageTimings = StageTimings()) -> None:
+        if claim.document.attempts >= self.config.max_attempts:
+            await self._settle(claim, DocumentStatus.FAILED, error=final_error, timings=timings)
+        else:
+            await self._retry(claim, retry_error, claim.document.attempts)
+
+    async def _retry(self, claim: Claim, error: str, failures: int, attempt_counts: bool = True) -> None:
+        delay = backoff_seconds(failures, self.config.retry_initial_seconds, self.config.retry_max_seconds)
         log.warning("document %s: %s; next attempt in %.1f s", claim.document.id, error, delay)
         _record_outcome("retry", None)
-        if not await self.store.retry_later(claim, error, datetime.now(timezone.utc) + timedelta(seconds=delay)):
+        due = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        if not await self.store.retry_later(claim, error, due, attempt_counts=attempt_counts):
             raise ClaimLost
 
 

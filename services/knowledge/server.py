@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from pathlib import Path
 
 from meshkit import db, server
 from meshkit.channels import channel_to
+from meshkit.sandbox import Sandbox
 from meshkit.topology import SERVICES
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from services.knowledge.blobs_local import LocalBlobStore
@@ -14,6 +16,7 @@ from services.knowledge.chunking import ChunkingSettings, TokenizerCounter
 from services.knowledge.indexer_grpc import GrpcChunkIndexer
 from services.knowledge.ingestion import IngestionWorker, WorkerConfig
 from services.knowledge.library import Library, LibraryConfig
+from services.knowledge.sandboxed_parsing import ParseLimits, SandboxedParser
 from services.knowledge.servicer import KnowledgeServicer
 from services.knowledge.settings import KnowledgeSettings
 from services.knowledge.status_board import StatusBoard
@@ -32,11 +35,16 @@ async def build(settings: KnowledgeSettings) -> server.ServiceApp:
     rag_engine = channel_to("rag_engine", settings)
     indexer = GrpcChunkIndexer(rag_engine, settings.index_batch_size, settings.index_timeout_seconds)
     board = StatusBoard()
-    worker = IngestionWorker(store, blobs, indexer, counter, board, WorkerConfig(
+    parse_limits = ParseLimits(settings.parse_memory_mib, settings.parse_timeout_seconds)
+    # One parse at a time per document the worker runs at once.
+    sandbox = Sandbox("knowledge parsing", parse_limits.sandbox_limits(), workers=settings.ingest_concurrency)
+    worker_config = WorkerConfig(
         name=settings.worker_name, concurrency=settings.ingest_concurrency, poll_seconds=settings.ingest_poll_seconds,
         lease_seconds=settings.ingest_lease_seconds, retry_initial_seconds=settings.retry_initial_seconds,
-        retry_max_seconds=settings.retry_max_seconds,
-    ))
+        retry_max_seconds=settings.retry_max_seconds, max_attempts=settings.ingest_max_attempts,
+    )
+    worker = IngestionWorker(store, blobs, SandboxedParser(sandbox, parse_limits), indexer, counter, board,
+                             worker_config)
     library = Library(store, blobs, indexer, board,
                       LibraryConfig(settings.max_upload_bytes, default_chunking), queued=worker.wake)
     await worker.start()
@@ -44,8 +52,15 @@ async def build(settings: KnowledgeSettings) -> server.ServiceApp:
         info=SERVICES["knowledge"],
         register=partial(knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server, KnowledgeServicer(library)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[worker.stop, rag_engine.close, engine.dispose],
+        on_shutdown=[worker.stop, _closing(sandbox), rag_engine.close, engine.dispose],
     )
+
+
+def _closing(sandbox: Sandbox):
+    async def close() -> None:
+        # Joining its workers blocks: not on the event loop.
+        await asyncio.to_thread(sandbox.close)
+    return close
 
 
 def main() -> None:

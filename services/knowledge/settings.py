@@ -30,6 +30,18 @@ class KnowledgeSettings(MeshSettings):
     # Waits after the rag_engine could not be reached: doubling, capped.
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 60.0
+    # Runs of one document before it is failed, counted when a worker takes it (so a run whose
+    # process died counts too); waits for an unreachable rag_engine do not count. Five rides out
+    # a few restarts and database blips without a bad document looping for long.
+    ingest_max_attempts: int = 5
+    # Parsing an uploaded file runs in a worker process with these limits; past them the
+    # attempt is stopped. 512 MiB holds the largest upload (100 MiB of text: its bytes, the
+    # decoded text, the sections) with room to spare; a crafted file (a PDF decompression bomb)
+    # would take gigabytes. The pod's memory limit must hold INGEST_CONCURRENCY of these.
+    parse_memory_mib: int = 512
+    # The slowest real file measured parses in well under a second (bench: 23 ms at the median
+    # PDF); two minutes leaves a 100 MiB PDF time and stops a file crafted to spin.
+    parse_timeout_seconds: float = 120.0
     index_batch_size: int = 64
     index_timeout_seconds: float = 120.0
 

@@ -79,7 +79,7 @@ class KnowledgeStore(Protocol):
 
     async def claim_due(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
         """Leases up to `limit` unfinished documents that are due and not
-        leased by a live worker."""
+        leased by a live worker, counting an attempt for each in the same write."""
 
     async def renew_lease(self, claim: Claim, lease_seconds: float) -> bool:
         """False if the claim was lost: the document was deleted or restarted,
@@ -93,8 +93,9 @@ class KnowledgeStore(Protocol):
     ) -> bool:
         """Records the outcome and frees the lease; False if the claim was lost."""
 
-    async def retry_later(self, claim: Claim, error: str, due: datetime) -> bool:
-        """Back to pending, lease freed, not due before `due`."""
+    async def retry_later(self, claim: Claim, error: str, due: datetime, *, attempt_counts: bool = True) -> bool:
+        """Back to pending, lease freed, not due before `due`. Unless the attempt
+        counts, the one its claim counted is given back."""
 
     async def count_by_status(self) -> dict[str, int]:
         """Documents in every tenant, by status."""

@@ -171,6 +171,8 @@ class SqlKnowledgeStore:
         claimed = []
         for document_id, generation in due:
             # A compare-and-set: of two workers racing for a row, one updates it.
+            # The attempt is counted here, with the claim, so that a run whose
+            # process dies before it can record anything still uses one up.
             async with self.sessions.begin() as db:
                 taken = await db.execute(update(DocumentRow).where(
                     DocumentRow.id == document_id, DocumentRow.generation == generation, _lease_free(now),
@@ -210,10 +212,11 @@ class SqlKnowledgeStore:
             lease_owner=None, lease_expires_at=None, updated_at=_now(),
         )
 
-    async def retry_later(self, claim: Claim, error: str, due: datetime) -> bool:
+    async def retry_later(self, claim: Claim, error: str, due: datetime, *, attempt_counts: bool = True) -> bool:
+        refund = {} if attempt_counts else {"attempts": DocumentRow.attempts - 1}
         return await self._update_held(
             claim, status=DocumentStatus.PENDING.value, error=error[:2000], next_attempt_at=due,
-            lease_owner=None, lease_expires_at=None, updated_at=_now(),
+            lease_owner=None, lease_expires_at=None, updated_at=_now(), **refund,
         )
 
     async def count_by_status(self) -> dict[str, int]:

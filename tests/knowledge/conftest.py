@@ -4,6 +4,9 @@ tantivy, the local embedding model) that it indexes into."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,13 +16,16 @@ from pathlib import Path
 import pytest
 
 from meshkit.channels import create_channel
+from meshkit.health import wait_until_serving
 from meshkit.server import MeshServer
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from services.knowledge import server as knowledge_server
 from services.knowledge.settings import KnowledgeSettings
+from tests.conftest import free_port
 from tests.fixtures.mesh import RagEngineUnderTest, Tokens, rag_engine_serving
 
+ROOT = Path(__file__).resolve().parents[2]
 PIECE = 16 * 1024
 FINISHED = (pb.DOCUMENT_STATUS_INDEXED, pb.DOCUMENT_STATUS_FAILED)
 
@@ -87,6 +93,29 @@ async def knowledge_serving(settings: KnowledgeSettings, tokens: Tokens) -> Asyn
     finally:
         await channel.close()
         await server.stop(grace=0)
+
+
+@asynccontextmanager
+async def knowledge_process(data_dir: Path, keys_dir: Path, rag_engine_addr: str, tokens, **settings: str):
+    """The knowledge service in a process of its own, which the test can kill; `settings` are
+    more SAGEMESH_* variables, by their lowercase names."""
+    port = free_port()
+    env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_JWT_KEYS_DIR": str(keys_dir),
+           "SAGEMESH_LISTEN_PORT": str(port), "SAGEMESH_RAG_ENGINE_ADDR": rag_engine_addr,
+           "SAGEMESH_WORKER_NAME": "killable-worker", "SAGEMESH_INGEST_POLL_SECONDS": "0.2",
+           "SAGEMESH_LOG_LEVEL": "WARNING", **{f"SAGEMESH_{name.upper()}": value for name, value in settings.items()}}
+    process = subprocess.Popen([sys.executable, "-m", "services.knowledge.server"], cwd=ROOT, env=env)
+    client_settings = knowledge_settings(data_dir, keys_dir, rag_engine_addr)
+    channel = create_channel(f"127.0.0.1:{port}", client_settings)
+    try:
+        assert await wait_until_serving(channel, lambda: process.poll() is None, 60), "knowledge did not start"
+        yield (KnowledgeUnderTest(knowledge_pb2_grpc.KnowledgeServiceStub(channel), tokens, client_settings,
+                                  f"127.0.0.1:{port}"), process)
+    finally:
+        await channel.close()
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

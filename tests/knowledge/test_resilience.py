@@ -3,24 +3,15 @@ knowledge service is killed mid-ingestion."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import grpc
 
-from meshkit.channels import create_channel
-from meshkit.health import wait_until_serving
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
-from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from tests.conftest import free_port
 from tests.fixtures.mesh import rag_engine_serving
-from tests.knowledge.conftest import KnowledgeUnderTest, eventually, knowledge_serving, knowledge_settings
+from tests.knowledge.conftest import eventually, knowledge_process, knowledge_serving, knowledge_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 TENANT = "acme"
 
 
@@ -56,28 +47,6 @@ async def test_documents_wait_for_an_unreachable_rag_engine_and_finish_when_it_r
             final = await knowledge.finished(TENANT, uploaded.document_id, timeout=60)
             assert final.status == pb.DOCUMENT_STATUS_INDEXED and final.error == ""
             assert await rag_engine.vectors_of(TENANT, base.id, uploaded.document_id) == final.chunk_count == 1
-
-
-@asynccontextmanager
-async def knowledge_process(data_dir: Path, keys_dir: Path, rag_engine_addr: str, tokens):
-    """The knowledge service in a process of its own, which the test can kill."""
-    port = free_port()
-    env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_JWT_KEYS_DIR": str(keys_dir),
-           "SAGEMESH_LISTEN_PORT": str(port), "SAGEMESH_RAG_ENGINE_ADDR": rag_engine_addr,
-           "SAGEMESH_WORKER_NAME": "killable-worker", "SAGEMESH_INGEST_POLL_SECONDS": "0.2",
-           "SAGEMESH_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "services.knowledge.server"], cwd=ROOT, env=env)
-    settings = knowledge_settings(data_dir, keys_dir, rag_engine_addr)
-    channel = create_channel(f"127.0.0.1:{port}", settings)
-    try:
-        assert await wait_until_serving(channel, lambda: process.poll() is None, 60), "knowledge did not start"
-        yield (KnowledgeUnderTest(knowledge_pb2_grpc.KnowledgeServiceStub(channel), tokens, settings,
-                                  f"127.0.0.1:{port}"), process)
-    finally:
-        await channel.close()
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 async def test_a_worker_killed_mid_ingestion_finishes_every_document_exactly_once(tmp_path, keys_dir, tokens,

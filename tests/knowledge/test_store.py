@@ -110,3 +110,18 @@ async def test_adding_to_a_deleted_base_is_refused(store):
         f"{document.tenant_id}/{document.kb_id}/{document.sha256}"]
     with pytest.raises(KnowledgeBaseGone):
         await new_document(store, kb_id=document.kb_id)
+
+
+async def test_a_wait_for_the_index_gives_back_its_attempt_and_other_retries_keep_theirs(store):
+    document = await new_document(store)
+    now = datetime.now(timezone.utc)
+
+    async def claim():
+        [claimed] = [c for c in await store.claim_due("w1", 100, 30) if c.document.id == document.id]
+        return claimed
+
+    assert (first := await claim()).document.attempts == 1
+    assert await store.retry_later(first, "waiting for the index", now, attempt_counts=False)
+    assert (second := await claim()).document.attempts == 1
+    assert await store.retry_later(second, "an internal error interrupted ingestion", now)
+    assert (await claim()).document.attempts == 2

@@ -72,7 +72,7 @@ def parse(content: bytes, content_type: str) -> ParsedDocument:
     Raises ParseError for unreadable content, UnsupportedType for an unknown type."""
     canonical = _canonical(content_type)
     if canonical is None:
-        raise UnsupportedType(f"unsupported content type {content_type!r}; supported: {_SUPPORTED_LIST}")
+        raise UnsupportedType(f"the document's content type is not one we read; supported: {_SUPPORTED_LIST}")
     document = _PARSERS[canonical](content)
     if not document.sections:
         raise ParseError("the document has no text")

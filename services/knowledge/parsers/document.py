@@ -31,4 +31,9 @@ class UnsupportedType(Exception):
 
 
 class ParseError(Exception):
-    """The file cannot be read; the message is shown to the user and says what is wrong."""
+    """The file cannot be read; the message is shown to the user and says what is wrong in
+    words of ours. `detail`, for the log only, is what the library said, if anything."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail

@@ -26,7 +26,7 @@ def _record(line: str, number: int) -> tuple[str, str]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise ParseError(f"line {number} is not valid JSON: {error.msg} (column {error.colno})") from None
+        raise ParseError(f"line {number} is not valid JSON (column {error.colno})", detail=error.msg) from None
     except RecursionError:
         raise ParseError(f"line {number} is not valid JSON: it nests too deeply") from None
     if not isinstance(record, dict):

@@ -38,10 +38,12 @@ def parse_pdf(content: bytes) -> ParsedDocument:
             for number, page in enumerate(reader.pages, start=1)
             for paragraph in _paragraphs(page.extract_text())
         ]
-    except ParseError:
+    except (ParseError, MemoryError):  # running out of memory is the sandbox's to report
         raise
     except Exception as error:  # a broken file makes pypdf raise nearly anything
-        raise ParseError(f"the PDF could not be read: {error or type(error).__name__}") from error
+        # pypdf's message names its internals: the user gets ours, the log gets pypdf's.
+        raise ParseError("the PDF is damaged or not a PDF, so it could not be read",
+                         detail=f"{type(error).__name__}: {error}") from None
     if not sections:
         raise ParseError("the PDF has no extractable text (scanned pages need OCR)")
     return ParsedDocument(title, sections)
