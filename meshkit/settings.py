@@ -8,17 +8,24 @@ with environment variables (see the README's settings table).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from meshkit.channel_policy import ChannelPolicy, LoadBalancingPolicy
 from meshkit.topology import SERVICES
 
 ENV_PREFIX = "SAGEMESH_"
+SECRETS_DIR_VARIABLE = f"{ENV_PREFIX}SECRETS_DIR"
 _CLIENT = ChannelPolicy()
+
+
+class SharedDatabaseRequired(RuntimeError):
+    """A process told to share its database was left with a SQLite file of its own."""
 
 
 class MeshSettings(BaseSettings):
@@ -27,6 +34,15 @@ class MeshSettings(BaseSettings):
     )
 
     environment: str = "local"
+    # A directory of files named like the variables (SAGEMESH_DATABASE_URL, ...),
+    # each holding one setting: how Kubernetes mounts a Secret, so that secrets
+    # are not in the environment, where `kubectl describe`, crash dumps and
+    # child processes see them. The environment wins over a file.
+    secrets_dir: Path | None = None
+    # Off for a laptop, where a SQLite file per service is the point; on in
+    # production, where a pod's SQLite file would be lost with the pod and
+    # each replica would have a database of its own.
+    require_shared_database: bool = False
     # This process's version as traces report it (a canary's differs from
     # stable); defaults to the installed package's version.
     service_version: str | None = None
@@ -90,6 +106,18 @@ class MeshSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("SAGEMESH_REDIS_URL", "REDIS_URL")
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The directory is itself a setting, so it is read before the others.
+        secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE)
+        if secrets_dir:
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
     @property
     def keys_dir(self) -> Path:
         return self.jwt_keys_dir or self.data_dir / "jwt"
@@ -104,4 +132,10 @@ class MeshSettings(BaseSettings):
 
     def database_url_for(self, service: str) -> str:
         """The configured database, or a SQLite file of the service's own."""
-        return self.database_url or f"sqlite:///{self.data_dir / service}.db"
+        url = self.database_url or f"sqlite:///{self.data_dir / service}.db"
+        if self.require_shared_database and make_url(url).get_backend_name() == "sqlite":
+            raise SharedDatabaseRequired(
+                f"{service} refuses to start on SQLite ({url}) because {ENV_PREFIX}REQUIRE_SHARED_DATABASE is on: "
+                f"a pod's SQLite file is lost with the pod and no other replica sees it; "
+                f"set {ENV_PREFIX}DATABASE_URL to the shared PostgreSQL database")
+        return url

@@ -19,19 +19,30 @@ from services.identity.domain import User
 PRIVATE_KEY_SUFFIX = ".key.pem"
 
 
-def load_signing_key(directory: Path, kid: str | None) -> tuple[str, Ed25519PrivateKey]:
-    """The named key, else the newest key in `directory`, else a new one.
+class SigningKeyAmbiguous(ValueError):
+    """Several keys could sign and none is named."""
 
-    A new key is written with its public half beside it, where every
-    service's PublicKeyRing finds it."""
+
+def load_signing_key(directory: Path, kid: str | None) -> tuple[str, Ed25519PrivateKey]:
+    """The named key, else the only key in `directory`, else a new one.
+
+    With several keys and none named, it refuses rather than guess: a
+    Secret's files all have the mount's modification time, so "the newest"
+    would be whichever the file system lists last, and replicas could sign
+    with different keys. A new key is written with its public half beside
+    it, where every service's PublicKeyRing finds it."""
     directory.mkdir(parents=True, exist_ok=True)
-    candidates = sorted(directory.glob(f"*{PRIVATE_KEY_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted(directory.glob(f"*{PRIVATE_KEY_SUFFIX}"))
     if kid:
         path = directory / f"{kid}{PRIVATE_KEY_SUFFIX}"
         if not path.exists():
             raise FileNotFoundError(f"signing key {path} not found")
+    elif len(candidates) == 1:
+        path = candidates[0]
     elif candidates:
-        path = candidates[-1]
+        names = ", ".join(p.name.removesuffix(PRIVATE_KEY_SUFFIX) for p in candidates)
+        raise SigningKeyAmbiguous(f"{len(candidates)} signing keys in {directory} ({names}): "
+                                  "name the one that signs with SAGEMESH_JWT_SIGNING_KEY_ID")
     else:
         return create_signing_key(directory)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
