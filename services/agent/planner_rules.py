@@ -3,7 +3,8 @@ built-in tools cover, and says plainly when a task needs a model.
 
 A task is cut into clauses ("look up X and compute the growth rate"); each
 becomes one step:
-- arithmetic in the clause ("(4.2 - 3.75) / 3.75", "15% of 200") -> calculator;
+- arithmetic in the clause ("(4.2 - 3.75) / 3.75", "15% of 200") -> calculator
+  (the longest run of the clause the calculator can parse; only the tool computes it);
 - a computation over what earlier steps found ("compute the growth rate",
   "the difference", "the total") -> calculator, its expression made at run
   time from the first two figures the earlier steps observed;
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 from services.agent.domain import PlanStep, TraceStep
 from services.agent.tools import ToolError
-from services.agent.tools.calculator import calculate
+from services.agent.tools import calculator
 
 # Clauses: "and" only before a verb, so "revenue and costs" stays one lookup.
 _CLAUSES = re.compile(r"[;.?!]\s+|\s*\bthen\b\s*|\s+and\s+(?=(?:then\s+)?(?:compute|calculate|work out|find|look|"
@@ -58,7 +59,9 @@ def _arithmetic(clause: str) -> str | None:
         candidate = run.strip().strip(",.")
         if any(c.isdigit() for c in candidate) and _OPERATOR.search(candidate):
             try:
-                calculate(candidate)
+                # Parsed, not computed: the planner runs on the event loop, and computing is the
+                # calculator's, in its sandbox, when the step runs.
+                calculator.parse(candidate)
             except ToolError:
                 continue
             return candidate

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from pathlib import Path
 
 from meshkit import db, server
 from meshkit.channels import channel_to
 from meshkit.knowledge_bases_grpc import GrpcKnowledgeBases
+from meshkit.sandbox import Sandbox, SandboxLimits
 from meshkit.topology import SERVICES
 from sagemesh.agent.v1 import agent_pb2_grpc
 from services.agent import metrics
@@ -18,8 +20,9 @@ from services.agent.retriever_grpc import GrpcRetriever
 from services.agent.servicer import AgentServicer
 from services.agent.settings import AgentSettings
 from services.agent.store_sql import SqlRunStore
-from services.agent.tools import calculator, current_time
+from services.agent.tools import current_time
 from services.agent.tools.breaker import CircuitBreaker
+from services.agent.tools.calculator import calculator_tool
 from services.agent.tools.http_get import http_get_tool
 from services.agent.tools.knowledge_base import knowledge_base_tool
 from services.agent.tools.registry import ToolRegistry
@@ -27,15 +30,24 @@ from services.agent.tools.registry import ToolRegistry
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def tool_sandbox(settings: AgentSettings) -> Sandbox:
+    """Where the registry runs the tools that compute."""
+    return Sandbox("tool sandbox", SandboxLimits(memory_bytes=settings.agent_tool_sandbox_memory_mib * 2**20,
+                                                 cpu_seconds=settings.agent_tool_sandbox_cpu_seconds),
+                   workers=settings.agent_tool_sandbox_workers)
+
+
 async def build(settings: AgentSettings) -> server.ServiceApp:
     engine = db.create_engine(settings.database_url_for("agent"))
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_agent")
     rag_engine = channel_to("rag_engine", settings)
     knowledge = channel_to("knowledge", settings)
+    sandbox = tool_sandbox(settings)
     registry = ToolRegistry(
-        [calculator.TOOL, current_time.TOOL, knowledge_base_tool(GrpcRetriever(rag_engine)),
-         http_get_tool(settings.agent_http_allowed_hosts.split(","))],
+        [calculator_tool(settings.agent_calculator_max_digits), current_time.TOOL,
+         knowledge_base_tool(GrpcRetriever(rag_engine)), http_get_tool(settings.agent_http_allowed_hosts.split(","))],
         breaker=partial(CircuitBreaker, settings.tool_breaker_threshold, settings.tool_breaker_cool_down_seconds),
+        sandbox=sandbox,
     )
     metrics.BREAKERS.watch(registry)
     reasoner = None
@@ -53,7 +65,7 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
         info=SERVICES["agent"],
         register=partial(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(agents)),
         health_checks={"database": partial(db.ping, engine)},
-        on_shutdown=[agents.close, rag_engine.close, knowledge.close, engine.dispose]
+        on_shutdown=[agents.close, partial(asyncio.to_thread, sandbox.close), rag_engine.close, knowledge.close, engine.dispose]
         + ([reasoner.close] if reasoner else []),
     )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from meshkit.settings import MeshSettings
+from services.agent.tools import calculator
 
 
 class AgentSettings(MeshSettings):
@@ -24,3 +25,14 @@ class AgentSettings(MeshSettings):
     # A tool that fails this many times in a row is not called for the cool-down.
     tool_breaker_threshold: int = 3
     tool_breaker_cool_down_seconds: float = 30.0
+    # Tools that compute (the calculator) run in worker processes under these limits, so that work
+    # its bounds did not foresee is killed there and never stalls the event loop. A bounded calculation
+    # takes microseconds: 1 s of CPU is far beyond any, and a worker's interpreter holds about 20 MiB,
+    # leaving most of 256 MiB for the work. One worker: the pod has about one core to spare, and a
+    # call waits for a free worker within its own timeout.
+    agent_tool_sandbox_cpu_seconds: float = 1.0
+    agent_tool_sandbox_memory_mib: int = 256
+    agent_tool_sandbox_workers: int = 1
+    # Digits of the largest whole number a calculator step may make (see calculator.MAX_WORKING_DIGITS
+    # for why 1000); more makes single steps costlier, up to the sandbox's CPU limit.
+    agent_calculator_max_digits: int = calculator.MAX_WORKING_DIGITS

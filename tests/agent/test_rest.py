@@ -17,8 +17,9 @@ from tests.gateway.conftest import serve_gateway, stop_gateway
 
 
 @asynccontextmanager
-async def rest_client(agent):
-    settings = GatewaySettings(_env_file=None, agent_addr=agent.address, gateway_services=["agent"])
+async def rest_client(agent, **gateway_fields):
+    settings = GatewaySettings(_env_file=None, agent_addr=agent.address, **({"gateway_services": ["agent"]}
+                                                                             | gateway_fields))
     server, task, url = await serve_gateway(build(settings))
     headers = {"Authorization": dict(agent.auth)["authorization"]}
     try:

@@ -1,6 +1,7 @@
 """The tools an agent may use, and the one way to call them: input checked
 against the tool's JSON Schema, the call under the tool's timeout and behind
-its circuit breaker, every failure told apart by kind for the trace."""
+its circuit breaker, a computing tool in the sandbox's worker processes, every
+failure told apart by kind for the trace."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from jsonschema.exceptions import best_match
 
+from meshkit.sandbox import Sandbox, SandboxCrashed, SandboxTimeout
 from services.agent.tools import Tool, ToolContext, ToolError
 from services.agent.metrics import TOOL_CALL_SECONDS, TOOL_CALLS
 from services.agent.tools.breaker import CircuitBreaker
@@ -23,8 +25,9 @@ tracer = trace.get_tracer("sagemesh.agent")
 
 class ToolCallError(Exception):
     """Why a call did not return: kind is not_found, disabled, invalid_input,
-    circuit_open, timeout, refused (the tool could not do what was asked) or
-    failed (the tool broke)."""
+    circuit_open, timeout, refused (the tool could not do what was asked),
+    stopped (the sandbox killed it: its CPU time or memory) or failed (the
+    tool broke)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -33,13 +36,17 @@ class ToolCallError(Exception):
 
 
 class ToolRegistry:
-    def __init__(self, tools: Iterable[Tool], breaker: Callable[[], CircuitBreaker] = CircuitBreaker) -> None:
+    def __init__(self, tools: Iterable[Tool], breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
+                 sandbox: Sandbox | None = None) -> None:
+        self._sandbox = sandbox
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, Draft202012Validator] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         for tool in tools:
             if tool.name in self._tools:
                 raise ValueError(f"two tools are named {tool.name!r}")
+            if tool.sandboxed and sandbox is None:
+                raise ValueError(f"the tool {tool.name!r} runs sandboxed, and this registry has no sandbox")
             Draft202012Validator.check_schema(tool.input_schema)
             self._tools[tool.name] = tool
             self._validators[tool.name] = Draft202012Validator(tool.input_schema)
@@ -90,17 +97,44 @@ class ToolRegistry:
             raise ToolCallError("circuit_open", f"the tool {name!r} failed {breaker.failures} times in a row; "
                                                 f"next try in {breaker.seconds_until_trial():.0f} s")
         try:
+            # The timeout covers a sandboxed call's wait for a free worker too; cancelling it there
+            # kills the worker.
             async with asyncio.timeout(tool.timeout_seconds):
-                result = await tool.run(arguments, context)
+                if tool.sandboxed:
+                    result = await self._sandbox.run(tool.compute, arguments, timeout=tool.timeout_seconds)
+                else:
+                    result = await tool.run(arguments, context)
         except ToolError as error:
             breaker.succeeded()  # it answered: the request was what it could not do
             raise ToolCallError("refused", str(error)) from None
-        except TimeoutError:
-            breaker.failed()
-            raise ToolCallError("timeout", f"the tool {name!r} took longer than {tool.timeout_seconds:g} s") \
-                from None
+        except (TimeoutError, SandboxTimeout):
+            self._count_against(tool, breaker)
+            raise ToolCallError("timeout", f"the tool {name!r} took longer than {tool.timeout_seconds:g} s"
+                                + ("; its worker was killed" if tool.sandboxed else "")) from None
+        except SandboxCrashed as error:
+            self._count_against(tool, breaker)
+            # The sandbox says why: "<its name>: stopped, it used more than 1 s of CPU time".
+            raise ToolCallError("stopped", f"the tool {name!r} was "
+                                           f"{str(error).removeprefix(f'{self._sandbox.name}: ')}") from None
+        except MemoryError as error:
+            if not tool.sandboxed:
+                breaker.failed()
+                raise ToolCallError("failed", f"the tool {name!r} failed: out of memory") from error
+            self._count_against(tool, breaker)
+            raise ToolCallError("stopped", f"the tool {name!r} was stopped, it needed more than its "
+                                           f"{self._sandbox.limits.memory_bytes // 2**20} MiB of memory") from None
         except Exception as error:
             breaker.failed()
             raise ToolCallError("failed", f"the tool {name!r} failed: {error}") from error
         breaker.succeeded()
         return result
+
+    @staticmethod
+    def _count_against(tool: Tool, breaker: CircuitBreaker) -> None:
+        """A timeout counts against the tool's breaker, unless the tool is sandboxed: then the cost
+        was the input's (its worker was killed, the next call gets a fresh one), and counting it
+        would let one caller turn the tool off for everyone."""
+        if tool.sandboxed:
+            breaker.succeeded()
+        else:
+            breaker.failed()
