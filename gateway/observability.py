@@ -1,6 +1,13 @@
-"""What the gateway records of each HTTP request: the trace's server span
-(continuing a client's `traceparent`), the request's metrics by route
-template, and one log line."""
+"""What the gateway records of each HTTP request: the trace's server span,
+the request's metrics by route template, and one log line.
+
+The gateway is the edge, so each request starts a trace of its own, sampled
+by this process's sampler (OTEL_TRACES_SAMPLER): a client's `traceparent`
+neither forces a trace (its sampled flag would make every service record
+every call it sends) nor switches one off, and it cannot pick the trace id a
+ratio sampler decides by. The client's span becomes a link of the gateway's,
+so its trace is still found from ours.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ import time
 from contextlib import ExitStack
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,8 +52,11 @@ class RequestObservation:
         self.started = time.perf_counter()
         if self.traced:
             method = self.request.method
+            client = trace.get_current_span(propagate.extract(self.request.headers)).get_span_context()
             self.span = self._exit.enter_context(tracer.start_as_current_span(
-                method, context=propagate.extract(self.request.headers), kind=SpanKind.SERVER,
+                # An empty context: a root, whatever the request carried (baggage included).
+                method, context=Context(), kind=SpanKind.SERVER,
+                links=[Link(client)] if client.is_valid else [],
                 attributes={"http.request.method": method, "url.path": self.request.url.path,
                             "url.scheme": self.request.url.scheme,
                             "user_agent.original": self.request.headers.get("user-agent", "")},

@@ -1,7 +1,8 @@
 """What an operator sees of the mesh as `make run` starts it, with tracing
 pointed at a real OTLP receiver: one trace per REST question across gateway,
-conversation and rag_engine with the RAG stages as child spans, a client's
-traceparent continued, indexing linked to its upload, metrics that parse and
+conversation and rag_engine with the RAG stages as child spans, sampled at
+the edge (a client's traceparent is a link: it neither forces nor stops a
+trace), indexing linked to its upload, metrics that parse and
 move with traffic, and JSON logs that carry the trace id and no password."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.mesh_process import MeshUnderTest, mesh_env, running_mesh
+from scripts.mesh_process import MeshUnderTest, ProcessMesh, free_port, mesh_env, running_mesh
 from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan, span_tree
 
 PASSWORD = "tracing is not logging 7!"
@@ -127,12 +128,13 @@ def ancestors(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[ReceivedSpa
     return chain
 
 
-async def test_a_question_is_one_trace_across_every_hop_continuing_the_clients(traced, traffic):
+async def test_a_question_is_one_trace_across_every_hop_begun_at_the_edge(traced, traffic):
     _, receiver, _ = traced
     _, _, asked, _ = traffic
-    assert asked.headers["x-trace-id"] == CLIENT_TRACE
+    question_trace = asked.headers["x-trace-id"]
+    assert question_trace != CLIENT_TRACE  # the edge starts the trace
 
-    spans = await trace_with(receiver, CLIENT_TRACE,
+    spans = await trace_with(receiver, question_trace,
                              RAG_STAGES | {"POST /api/v1/conversations/{conversation_id}/messages"},
                              servers=frozenset({"gateway", "conversation", "rag_engine"}))
     tree = span_tree(spans)
@@ -140,7 +142,9 @@ async def test_a_question_is_one_trace_across_every_hop_continuing_the_clients(t
     assert {s.service_version for s in spans} == {"9.9.9-canary"}, tree
 
     [gateway] = by_name(spans, "POST /api/v1/conversations/{conversation_id}/messages")
-    assert gateway.kind == "SERVER" and gateway.parent_span_id == CLIENT_SPAN, tree
+    assert gateway.kind == "SERVER" and not gateway.parent_span_id, tree
+    assert gateway.links == [(CLIENT_TRACE, CLIENT_SPAN)], "the client's trace is found from ours"
+    assert not receiver.trace(CLIENT_TRACE)
     assert gateway.attributes["http.route"] == "/api/v1/conversations/{conversation_id}/messages"
     assert gateway.attributes["http.response.status_code"] == 200
 
@@ -246,9 +250,54 @@ async def test_logs_are_json_lines_with_the_trace_id_and_never_the_password(trac
                          for line in lines)
     question = [line for line in lines if line["service"] == "gateway" and line["message"] == "http"
                 and line.get("route") == "/api/v1/conversations/{conversation_id}/messages"]
-    assert question and question[0]["trace_id"] == CLIENT_TRACE and question[0]["status"] == 200
+    question_trace = asked.headers["x-trace-id"]
+    assert question and question[0]["trace_id"] == question_trace and question[0]["status"] == 200
     rpc = [line for line in lines if line["service"] == "rag_engine" and line.get("method", "").endswith("/StreamQuery")]
-    assert rpc and rpc[0]["trace_id"] == CLIENT_TRACE
+    assert rpc and rpc[0]["trace_id"] == question_trace
     logins = [line for line in lines if line["service"] == "identity" and line.get("method", "").endswith("/Login")]
     assert logins, "the login was logged"
     assert PASSWORD not in Path(logs).read_text()
+
+
+async def register(url: str, email: str, traceparent: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        registered = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD},
+                                       headers={"traceparent": traceparent})
+    assert registered.status_code == 200, registered.text
+    return registered
+
+
+async def test_a_client_cannot_switch_tracing_off(traced):
+    mesh, receiver, _ = traced
+    unsampled_client = "5ce1a7f1e3f34b2c9d1f0a1b2c3d4e5f"
+    registered = await register(mesh.url, "unsampled@example.com", f"00-{unsampled_client}-{CLIENT_SPAN}-00")
+    # The mesh samples everything (the SDK's default sampler); the client's "not sampled" changes nothing.
+    spans = await trace_with(receiver, registered.headers["x-trace-id"], {"POST /api/v1/auth/register"},
+                             servers=frozenset({"gateway", "identity"}))
+    [edge] = by_name(spans, "POST /api/v1/auth/register")
+    assert edge.links == [(unsampled_client, CLIENT_SPAN)]
+
+
+async def test_a_client_cannot_force_a_trace_past_the_edges_sampler(traced):
+    """A gateway that samples nothing, before the traced mesh's services (which follow their caller's
+    decision): a client's "sampled" traceparent must not get its request traced anywhere."""
+    mesh, receiver, logs = traced
+    env = {**mesh_env(logs.parent, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="100",
+                      OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0"),
+           **{f"SAGEMESH_{name.upper()}_ADDR": address for name, address in mesh.addresses.items()},
+           "SAGEMESH_JWT_KEYS_DIR": str(logs.parent / "jwt"), "SAGEMESH_HTTP_PORT": str(free_port())}
+    edge = ProcessMesh(env)
+    forcing_client = "6d2e8a9f1b2c4d3e8f7a6b5c4d3e2f1a"
+    try:
+        edge.start("gateway")
+        await asyncio.to_thread(edge.wait_serving, "gateway")
+        forced = await register(edge.url, "forced@example.com", f"00-{forcing_client}-{CLIENT_SPAN}-01")
+    finally:
+        await asyncio.to_thread(edge.stop)  # the gateway flushes what it recorded as it stops
+    # The same call through the traced mesh's own gateway arrives: the receiver and identity report.
+    control = await register(mesh.url, "control@example.com", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
+    await trace_with(receiver, control.headers["x-trace-id"], {"POST /api/v1/auth/register"},
+                     servers=frozenset({"gateway", "identity"}))
+    await asyncio.sleep(0.5)  # identity's spans of the forced call would have been in the same batches
+    assert not receiver.trace(forced.headers["x-trace-id"]) and not receiver.trace(forcing_client)
+    assert not [s for s in receiver.spans if any(trace == forcing_client for trace, _ in s.links)]
