@@ -4,7 +4,7 @@ along a chain of models."""
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +18,7 @@ from meshkit.pricing import Prices, cost_usd
 from services.agent.tools import Tool
 
 
+log = logging.getLogger(__name__)
 tracer = trace.get_tracer("sagemesh.agent")
 
 
@@ -98,7 +99,9 @@ def _turn(body: dict[str, Any], model: str, prices: Prices) -> Turn:
     try:
         message = body["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
-        raise ReasonerRefused(f"the reasoning model answered without a message: {json.dumps(body)[:300]}") from None
+        # The body goes to the log only: it may hold what the model server should not show users.
+        log.warning("the reasoning model %s answered without a message: %.500r", model, body)
+        raise ReasonerRefused("the reasoning model answered without a message") from None
     calls = [ToolCall(c.get("id", f"call-{i}"), c["function"]["name"], c["function"].get("arguments") or "{}")
              for i, c in enumerate(message.get("tool_calls") or [])]
     usage = body.get("usage") or {}

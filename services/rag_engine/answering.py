@@ -20,6 +20,7 @@ from services.rag_engine.engine import RagEngine
 from services.rag_engine.filters import Filter
 from meshkit.errors import InvalidArgument
 from services.rag_engine.generation import (
+    GenerationLimits,
     GenerationRequest,
     Generator,
     Passage,
@@ -33,6 +34,9 @@ from services.rag_engine.metrics import record_answer, record_cache_lookup
 
 if TYPE_CHECKING:
     from services.rag_engine.answer_cache import AnswerCache
+
+# In featuresUsed when the request asked for more tokens than the server allows.
+MAX_TOKENS_CLAMPED = "max_tokens:clamped"
 
 # A passage cut to fit the budget keeps at least this much, else it is dropped.
 MIN_PASSAGE_TOKENS = 40
@@ -51,6 +55,8 @@ class AnsweringConfig:
     history_tokens: int = 500
     # USD per million (prompt, completion) tokens, by model.
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # The models a request may name and the most tokens it may ask for.
+    limits: GenerationLimits = GenerationLimits()
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,11 @@ def _served_from_cache(answer: Answer, found_by: str, elapsed_ms: float) -> Answ
     return dataclasses.replace(answer, metrics=metrics, features=[*answer.features, found_by])
 
 
+def _marked_clamped(answer: Answer) -> Answer:
+    """Says that this request's max_tokens was cut to the server's limit (not
+    kept in the cache: another request for the same answer may not have asked for more)."""
+    return dataclasses.replace(answer, features=[*answer.features, MAX_TOKENS_CLAMPED])
+
 
 class Answerer:
     def __init__(self, engine: RagEngine, generator: Generator, config: AnsweringConfig,
@@ -205,6 +216,9 @@ class Answerer:
         question = question.strip()
         if not question:
             raise InvalidArgument("is required", field="query")
+        self.config.limits.check_model(options.model)
+        max_tokens, clamped = self.config.limits.clamp(options.max_tokens)
+        options = dataclasses.replace(options, max_tokens=max_tokens)
         lookup = None
         if self.cache and use_cache:
             with tracer.start_as_current_span("rag.cache_lookup") as span:
@@ -214,7 +228,8 @@ class Answerer:
             record_cache_lookup(hit=bool(lookup.answer))
         if lookup and lookup.answer:
             yield lookup.answer.text
-            yield _served_from_cache(lookup.answer, lookup.found_by, ms_since(started))
+            served = _served_from_cache(lookup.answer, lookup.found_by, ms_since(started))
+            yield _marked_clamped(served) if clamped else served
             return
         history = recent_history(options.history, self.config.history_tokens)
         results, timings = await self.engine.retrieve(
@@ -272,7 +287,7 @@ class Answerer:
         record_answer(answer.metrics)
         if lookup:
             await self.cache.keep(lookup, question, answer)
-        yield answer
+        yield _marked_clamped(answer) if clamped else answer
 
     def _features(self, options: QueryOptions, history: Sequence[Turn], usage: Usage) -> list[str]:
         vector, bm25 = options.weights

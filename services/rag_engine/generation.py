@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from meshkit.errors import FailedPrecondition
+from meshkit.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from services.rag_engine.settings import RagEngineSettings
@@ -77,6 +77,27 @@ class GenerationRefused(FailedPrecondition):
     retrying will not help."""
 
 
+@dataclass(frozen=True)
+class GenerationLimits:
+    """What a client may ask of the model: only models on the allow-list, and
+    at most `max_tokens` tokens of answer."""
+
+    allowed_models: tuple[str, ...] = ()
+    max_tokens: int = 2048
+
+    def check_model(self, model: str) -> None:
+        if not model or model in self.allowed_models:
+            return
+        if not self.allowed_models:
+            raise InvalidArgument("this server chooses its model itself; leave it empty", field="generation.model")
+        raise InvalidArgument(f"{model[:100]!r} is not offered here; the models are: {', '.join(self.allowed_models)}",
+                              field="generation.model")
+
+    def clamp(self, max_tokens: int) -> tuple[int, bool]:
+        """The tokens to ask for, and whether the request asked for more."""
+        return (self.max_tokens, True) if max_tokens > self.max_tokens else (max_tokens, False)
+
+
 def estimate_tokens(text: str) -> int:
     """Roughly what a subword tokenizer makes of the text, for budgets and for
     servers that report no usage: a word is about 1.3 tokens, a CJK character one."""
@@ -97,7 +118,7 @@ class Generator(Protocol):
 
 def load_generator(settings: RagEngineSettings) -> Generator:
     if settings.generator == "openai":
-        models = [m.strip() for m in settings.generation_models.split(",") if m.strip()]
+        models = settings.generation_chain
         if not settings.generation_url or not models:
             raise ValueError("SAGEMESH_GENERATOR=openai needs SAGEMESH_GENERATION_URL and SAGEMESH_GENERATION_MODELS")
         from services.rag_engine.generator_openai import OpenAIChatGenerator

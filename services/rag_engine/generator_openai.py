@@ -4,7 +4,11 @@ OpenAI, vLLM, Ollama, LiteLLM...), streamed as the model writes them.
 Each model is retried with backoff while it is unreachable, overloaded or
 failing, then the next configured model takes over. A retry only ever
 happens before the caller has seen text: a stream that breaks mid-answer is
-Unavailable, never restarted into a second, duplicated answer."""
+Unavailable, never restarted into a second, duplicated answer.
+
+What the server said when it failed (which may hold keys, URLs or the
+prompt) goes to the log, with the request's trace id; the caller gets our
+own sentence."""
 
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ class OpenAIChatGenerator:
                 log.warning("generation model %s at %s cannot answer: %s", model, self.url, failure)
                 failures.append(failure)
         if all(failure.missing for failure in failures):
-            raise GenerationRefused("; ".join(str(failure) for failure in failures))
+            raise GenerationRefused("the model server does not serve the generation model")
         raise Unavailable("the generation model is unavailable")
 
     async def _from_model(self, model: str, request: GenerationRequest,
@@ -176,8 +180,12 @@ async def _check_status(response: httpx.Response, model: str) -> None:
     if status == 404:
         # An unknown model; another may be served here.
         raise _ModelFailed(f"{model} answered 404: {text}", missing=True)
-    # The request itself is bad (400, 401, 413...): no other model will take it either.
-    raise GenerationRefused(f"{model} answered {status}: {text}")
+    log.warning("generation model %s at %s answered %s: %s", model, response.url, status, text)
+    if status in (401, 403):
+        # Our key is wrong or lacks access: the server's fault, not the request's.
+        raise Unavailable("the generation model is unavailable")
+    # The request itself is bad (400, 413...): no other model will take it either.
+    raise GenerationRefused(f"the generation model refused the request ({status})")
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -65,6 +65,7 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
     answerer = Answerer(engine, generator, AnsweringConfig(
         default_top_k=settings.answer_top_k, context_tokens=settings.answer_context_tokens,
         history_tokens=settings.answer_history_tokens, prices=settings.generation_prices,
+        limits=settings.generation_limits,
     ), cache)
     closers = [keywords.close, vectors.close, embedder.close, generator.close]
     closers += ([reranker.close] if reranker else []) + ([cache.store.close] if cache else [])

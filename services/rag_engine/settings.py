@@ -3,10 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from meshkit.settings import MeshSettings
 from services.rag_engine.embedding import MINILM
+from services.rag_engine.generation import GenerationLimits
 
 
 class RagEngineSettings(MeshSettings):
@@ -74,6 +75,14 @@ class RagEngineSettings(MeshSettings):
     generation_timeout_seconds: float = 60.0
     generation_max_retries: int = 3
     generation_max_tokens: int = 512
+    # The models a request's generation.model may name, comma-separated; empty
+    # for the fallback chain itself, so that a request cannot send the server's
+    # key to a model nobody chose (or priced).
+    generation_allowed_models: str = ""
+    # The most tokens of answer a request may ask for; more is clamped to it. A
+    # grounded answer over about 1500 tokens of passages is rarely a tenth of
+    # that long: 2048 leaves room and bounds what one request can cost.
+    generation_max_tokens_limit: int = 2048
     # USD per million prompt and completion tokens, by model, for the cost
     # estimate: {"gpt-4o-mini": [0.15, 0.6]}.
     generation_prices: dict[str, tuple[float, float]] = {}
@@ -89,6 +98,21 @@ class RagEngineSettings(MeshSettings):
     answer_history_tokens: int = 500
 
     @property
+    def generation_chain(self) -> list[str]:
+        return _names(self.generation_models)
+
+    @property
+    def generation_limits(self) -> GenerationLimits:
+        allowed = _names(self.generation_allowed_models) or self.generation_chain
+        return GenerationLimits(tuple(allowed), self.generation_max_tokens_limit)
+
+    @model_validator(mode="after")
+    def _default_within_the_limit(self) -> RagEngineSettings:
+        if not 0 < self.generation_max_tokens <= self.generation_max_tokens_limit:
+            raise ValueError("SAGEMESH_GENERATION_MAX_TOKENS must be between 1 and SAGEMESH_GENERATION_MAX_TOKENS_LIMIT")
+        return self
+
+    @property
     def vector_uri(self) -> str:
         return self.milvus_uri or str(self.data_dir / "rag_engine" / "milvus.db")
 
@@ -99,3 +123,7 @@ class RagEngineSettings(MeshSettings):
     @property
     def embedding_model_path(self) -> Path:
         return self.embedding_model_dir or self.models_dir / self.embedding_model
+
+
+def _names(listed: str) -> list[str]:
+    return [name.strip() for name in listed.split(",") if name.strip()]

@@ -209,16 +209,17 @@ async def test_a_missing_model_falls_back_to_the_next(stand_in, make):
 
 async def test_when_every_model_is_missing_the_request_is_refused(stand_in, make):
     stand_in.play(failing(404, "no such model"))
-    with pytest.raises(GenerationRefused, match="no such model"):
+    with pytest.raises(GenerationRefused, match="does not serve the generation model") as refused:
         await collect(make(models=["gone", "also-gone"]))
-    assert len(stand_in.seen) == 2
+    assert len(stand_in.seen) == 2 and "no such model" not in refused.value.message
 
 
 async def test_a_bad_request_is_refused_without_fallback(stand_in, make):
     stand_in.play(failing(400, "maximum context length is 4096 tokens"), answer("Paris"))
-    with pytest.raises(GenerationRefused, match="maximum context length is 4096 tokens"):
+    with pytest.raises(GenerationRefused, match=r"refused the request \(400\)") as refused:
         await collect(make(models=["m1", "m2"]))
-    assert len(stand_in.seen) == 1
+    # What the server said is logged (tests/rag_engine/test_generation_limits.py), never passed on.
+    assert len(stand_in.seen) == 1 and "4096" not in refused.value.message
 
 
 async def test_a_requested_model_replaces_the_chain(stand_in, make):
