@@ -76,13 +76,18 @@ class TokenCounter(Protocol):
     def tokenize(self, texts: Sequence[str]) -> Sequence[Tokens]: ...
 
 
+def tokenizer_file(path: Path) -> Path:
+    """`path`, checked to be there: a missing tokenizer stops the service at start."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer at {path}; build the embedding model with `make models`")
+    return path
+
+
 class TokenizerCounter:
     """A TokenCounter over a HuggingFace tokenizer.json, by default the embedding model's."""
 
     def __init__(self, path: Path = DEFAULT_TOKENIZER) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer at {path}; build the embedding model with `make models`")
-        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file(path)))
         # The file carries the model's input shape (MiniLM's: cut and padded to
         # 128 tokens), which would hide how long a text really is.
         self._tokenizer.no_truncation()

@@ -32,12 +32,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from meshkit.timing import ms_since
 from services.knowledge.blobs import BlobStore
-from services.knowledge.chunking import ChunkingSettings, TokenCounter, chunk_document
+from services.knowledge.chunking import ChunkingSettings
 from services.knowledge.domain import DocumentStatus, StageTimings
 from services.knowledge.indexer import ChunkIndexer, IndexRejected, IndexUnavailable
 from services.knowledge.metrics import INGESTED, STAGE_SECONDS, record_counts
 from services.knowledge.parsers import ParseError, UnsupportedType
-from services.knowledge.sandboxed_parsing import ParsingStopped, SandboxedParser
+from services.knowledge.sandboxed_steps import SandboxedSteps, StepStopped
 from services.knowledge.status_board import StatusBoard
 from services.knowledge.store import Claim, KnowledgeStore
 
@@ -101,13 +101,12 @@ def _upload_link(claim: Claim) -> list[Link]:
 
 
 class IngestionWorker:
-    def __init__(self, store: KnowledgeStore, blobs: BlobStore, parser: SandboxedParser, indexer: ChunkIndexer,
-                 counter: TokenCounter, board: StatusBoard, config: WorkerConfig) -> None:
+    def __init__(self, store: KnowledgeStore, blobs: BlobStore, steps: SandboxedSteps, indexer: ChunkIndexer,
+                 board: StatusBoard, config: WorkerConfig) -> None:
         self.store = store
         self.blobs = blobs
-        self.parser = parser
+        self.steps = steps
         self.indexer = indexer
-        self.counter = counter
         self.board = board
         self.config = config
         self._wake = asyncio.Event()
@@ -226,7 +225,7 @@ class IngestionWorker:
                     "content_type": document.content_type}) as span:
                 content = await self.blobs.read(claim.blob_key)
                 try:
-                    parsed = await self.parser.parse(content, document.content_type)
+                    parsed = await self.steps.parse(content, document.content_type)
                 except (ParseError, UnsupportedType) as error:
                     log.info("document %s could not be parsed: %s (%s)", document.id, error,
                              getattr(error, "detail", "") or "no more detail")
@@ -242,7 +241,7 @@ class IngestionWorker:
                 raise Failed(f"the knowledge base's chunking settings are invalid: {error}") from None
             with tracer.start_as_current_span("knowledge.chunk", attributes={
                     "max_tokens": settings.max_tokens, "overlap_tokens": settings.overlap_tokens}) as span:
-                chunks = await asyncio.to_thread(chunk_document, parsed, settings, self.counter)
+                chunks = await self.steps.chunk(parsed, settings)
                 span.set_attribute("chunks", len(chunks))
             if not chunks:
                 raise Failed("the document has no text to index")
@@ -269,7 +268,7 @@ class IngestionWorker:
             self._index_failures += 1
             await self._retry(claim, INDEX_UNREACHABLE, self._index_failures, attempt_counts=False)
             return
-        except ParsingStopped as error:
+        except StepStopped as error:
             log.warning("document %s: %s (attempt %d of %d)", document.id, error, document.attempts,
                         self.config.max_attempts)
             await self._fail_or_retry(claim, str(error), str(error) + RETRYING,

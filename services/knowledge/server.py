@@ -12,11 +12,11 @@ from meshkit.sandbox import Sandbox
 from meshkit.topology import SERVICES
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from services.knowledge.blobs_local import LocalBlobStore
-from services.knowledge.chunking import ChunkingSettings, TokenizerCounter
+from services.knowledge.chunking import ChunkingSettings
 from services.knowledge.indexer_grpc import GrpcChunkIndexer
 from services.knowledge.ingestion import IngestionWorker, WorkerConfig
 from services.knowledge.library import Library, LibraryConfig
-from services.knowledge.sandboxed_parsing import ParseLimits, SandboxedParser
+from services.knowledge.sandboxed_steps import SandboxedSteps, StepLimits
 from services.knowledge.servicer import KnowledgeServicer
 from services.knowledge.settings import KnowledgeSettings
 from services.knowledge.status_board import StatusBoard
@@ -27,7 +27,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def build(settings: KnowledgeSettings) -> server.ServiceApp:
     default_chunking = ChunkingSettings(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-    counter = TokenizerCounter(settings.chunk_tokenizer)
     engine = db.create_engine(settings.database_url_for("knowledge"))
     await db.migrate(engine, MIGRATIONS, version_table="alembic_version_knowledge")
     store = SqlKnowledgeStore(engine)
@@ -35,16 +34,16 @@ async def build(settings: KnowledgeSettings) -> server.ServiceApp:
     rag_engine = channel_to("rag_engine", settings)
     indexer = GrpcChunkIndexer(rag_engine, settings.index_batch_size, settings.index_timeout_seconds)
     board = StatusBoard()
-    parse_limits = ParseLimits(settings.parse_memory_mib, settings.parse_timeout_seconds)
-    # One parse at a time per document the worker runs at once.
-    sandbox = Sandbox("knowledge parsing", parse_limits.sandbox_limits(), workers=settings.ingest_concurrency)
+    limits = StepLimits(settings.ingest_memory_mib, settings.ingest_timeout_seconds)
+    # A worker process for each document ingested at once.
+    sandbox = Sandbox("knowledge ingestion", limits.sandbox_limits(), workers=settings.ingest_concurrency)
+    steps = SandboxedSteps(sandbox, limits, settings.chunk_tokenizer)
     worker_config = WorkerConfig(
         name=settings.worker_name, concurrency=settings.ingest_concurrency, poll_seconds=settings.ingest_poll_seconds,
         lease_seconds=settings.ingest_lease_seconds, retry_initial_seconds=settings.retry_initial_seconds,
         retry_max_seconds=settings.retry_max_seconds, max_attempts=settings.ingest_max_attempts,
     )
-    worker = IngestionWorker(store, blobs, SandboxedParser(sandbox, parse_limits), indexer, counter, board,
-                             worker_config)
+    worker = IngestionWorker(store, blobs, steps, indexer, board, worker_config)
     library = Library(store, blobs, indexer, board,
                       LibraryConfig(settings.max_upload_bytes, default_chunking), queued=worker.wake)
     await worker.start()

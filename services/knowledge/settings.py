@@ -34,14 +34,16 @@ class KnowledgeSettings(MeshSettings):
     # process died counts too); waits for an unreachable rag_engine do not count. Five rides out
     # a few restarts and database blips without a bad document looping for long.
     ingest_max_attempts: int = 5
-    # Parsing an uploaded file runs in a worker process with these limits; past them the
-    # attempt is stopped. 512 MiB holds the largest upload (100 MiB of text: its bytes, the
-    # decoded text, the sections) with room to spare; a crafted file (a PDF decompression bomb)
-    # would take gigabytes. The pod's memory limit must hold INGEST_CONCURRENCY of these.
-    parse_memory_mib: int = 512
-    # The slowest real file measured parses in well under a second (bench: 23 ms at the median
-    # PDF); two minutes leaves a 100 MiB PDF time and stops a file crafted to spin.
-    parse_timeout_seconds: float = 120.0
+    # Parsing and chunking an uploaded file run in a worker process with this much memory
+    # each; past it the attempt is stopped. Chunking takes about 20 times the text's size (a
+    # 22 MB text of paragraphs measured 450 MiB; one paragraph, 140 times), so 512 MiB takes
+    # text documents of some 15 MB, PDFs of far more, and stops a crafted file (a PDF that
+    # inflates to gigabytes). The pod's memory must hold INGEST_CONCURRENCY such workers.
+    ingest_memory_mib: int = 512
+    # The time each of parsing and chunking may take. Real files take milliseconds (bench:
+    # 23 ms for the median PDF, 6 ms to chunk) and a 22 MB text 8 s to chunk; two minutes
+    # stops a file crafted to spin.
+    ingest_timeout_seconds: float = 120.0
     index_batch_size: int = 64
     index_timeout_seconds: float = 120.0
 

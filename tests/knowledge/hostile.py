@@ -32,3 +32,10 @@ def pdf_bomb() -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def one_long_paragraph(size: int = 3_000_000) -> bytes:
+    """Plain text without a blank line: one section the chunker must hold every token of at
+    once (measured: some 140 bytes of memory per byte of text)."""
+    sentence = b"The auditors counted crates of tin in the warehouse and noted the shipment left on time. "
+    return sentence * (size // len(sentence))

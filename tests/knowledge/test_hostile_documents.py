@@ -14,7 +14,7 @@ from meshkit import db
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from services.knowledge.store_sql import SqlKnowledgeStore
 from tests.knowledge.conftest import eventually, knowledge_process, knowledge_serving, knowledge_settings
-from tests.knowledge.hostile import pdf_bomb
+from tests.knowledge.hostile import one_long_paragraph, pdf_bomb
 
 TENANT = "acme"
 MAX_ATTEMPTS = 3
@@ -34,20 +34,24 @@ def good_document(number: int) -> bytes:
             f"its soup of the day is number {number * 7}.").encode()
 
 
-@pytest.mark.parametrize("limits, reason", [
-    ({"parse_memory_mib": 256, "parse_timeout_seconds": 60},
+@pytest.mark.parametrize("hostile, limits, reason", [
+    (pdf_bomb, {"ingest_memory_mib": 256, "ingest_timeout_seconds": 60},
      "parsing was stopped: it used more than 256 MiB of memory"),
-    ({"parse_memory_mib": 8192, "parse_timeout_seconds": 1},
+    (pdf_bomb, {"ingest_memory_mib": 8192, "ingest_timeout_seconds": 1},
      "parsing was stopped: it took longer than 1 s"),
-], ids=["memory", "time"])
-async def test_a_pdf_bomb_fails_after_its_attempts_while_the_other_documents_are_indexed(
-        tmp_path, keys_dir, tokens, rag_engine, limits, reason):
-    settings = knowledge_settings(tmp_path / "knowledge", keys_dir, rag_engine.address, ingest_concurrency=2,
+    (one_long_paragraph, {"ingest_memory_mib": 256, "ingest_timeout_seconds": 60},
+     "chunking was stopped: it used more than 256 MiB of memory"),
+], ids=["pdf-bomb-memory", "pdf-bomb-time", "long-paragraph-memory"])
+async def test_a_hostile_document_fails_after_its_attempts_while_the_other_documents_are_indexed(
+        tmp_path, keys_dir, tokens, rag_engine, hostile, limits, reason):
+    settings = knowledge_settings(tmp_path / "knowledge", keys_dir, rag_engine.address, ingest_concurrency=1,
                                   ingest_max_attempts=MAX_ATTEMPTS, retry_initial_seconds=0.1,
-                                  retry_max_seconds=0.2, **limits)
+                                  retry_max_seconds=0.2, max_upload_bytes=8 * 2**20, **limits)
+    # One sandbox worker: the good documents run in it between the hostile document's attempts.
     async with knowledge_serving(settings, tokens) as knowledge:
         base = await knowledge.create_base(TENANT, "mixed")
-        bomb = await knowledge.upload(TENANT, base.id, "quarterly.pdf", pdf_bomb())
+        bomb = await knowledge.upload(TENANT, base.id, f"quarterly.{'pdf' if hostile is pdf_bomb else 'txt'}",
+                                      hostile())
         good = [await knowledge.upload(TENANT, base.id, f"memo-{n}.txt", good_document(n)) for n in range(4)]
 
         finals = await asyncio.gather(*(knowledge.finished(TENANT, d.document_id, timeout=120)
@@ -97,3 +101,4 @@ async def test_a_document_whose_runs_are_killed_with_their_process_fails_after_i
         assert final.error == "ingestion stopped before it finished on each of its 2 attempts (its worker went down)"
         later = await knowledge.upload(TENANT, base.id, "memo.txt", good_document(1))
         assert (await knowledge.finished(TENANT, later.document_id)).status == pb.DOCUMENT_STATUS_INDEXED
+
