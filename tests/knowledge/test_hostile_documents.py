@@ -67,7 +67,7 @@ async def test_a_hostile_document_fails_after_its_attempts_while_the_other_docum
 def long_document() -> bytes:
     """Takes the index seconds, so that the test can kill the service while it works."""
     return "\n\n".join(f"Paragraph {i}. Inventory of shelf {i}: {i * 3} boxes of copper wire, checked "
-                       f"on day {i % 28 + 1} by the night shift." for i in range(300)).encode()
+                       f"on day {i % 28 + 1} by the night shift." for i in range(900)).encode()
 
 
 async def test_a_document_whose_runs_are_killed_with_their_process_fails_after_its_attempts(
