@@ -37,6 +37,7 @@ ISTIO_MODELS = {
     ("networking.istio.io/v1", "VirtualService"): istio_networking.VirtualService,
     ("networking.istio.io/v1", "DestinationRule"): istio_networking.DestinationRule,
     ("networking.istio.io/v1", "Gateway"): istio_networking.Gateway,
+    ("networking.istio.io/v1", "Sidecar"): istio_networking.Sidecar,
     ("security.istio.io/v1", "PeerAuthentication"): istio_security.PeerAuthentication,
     ("security.istio.io/v1", "AuthorizationPolicy"): istio_security.AuthorizationPolicy,
 }
@@ -165,7 +166,18 @@ def env_sources(objects, container: dict[str, Any]) -> dict[str, str]:
             assert name in secrets, f"secret {name} is not in {EXAMPLE_SECRETS.name}"
             sources |= {key: f"secret {name}" for key in secrets[name]}
     sources |= {env["name"]: "env" for env in container.get("env", [])}
+    # The Secret mounted where SAGEMESH_SECRETS_DIR points: a file per setting.
+    secrets_dir = named(objects, "ConfigMap", "sagemesh-config")["data"].get("SAGEMESH_SECRETS_DIR")
+    volumes = {v["name"]: v for v in deployment_of(objects, container)["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if secrets_dir and mount["mountPath"] == secrets_dir and "secret" in volumes[mount["name"]]:
+            name = volumes[mount["name"]]["secret"]["secretName"]
+            sources |= {key: f"file of secret {name}" for key in secrets[name]}
     return sources
+
+
+def deployment_of(objects, container: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d, c in containers(objects) if c is container)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS, ids=lambda p: p.name)
