@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import re
 import uuid
@@ -24,6 +25,7 @@ from gateway import errors, transcode, uploads
 from gateway.observability import RequestObservation
 from gateway.rate_limits import RateLimiter, Refusal
 from gateway.rules import Route, Router
+from gateway.stream_limits import StreamLimiter
 from meshkit.context import ROUTING_HEADERS
 from meshkit.errors import InvalidArgument, ResourceExhausted
 from meshkit.health import HealthReport, check_health
@@ -66,6 +68,16 @@ def payload_too_large(error: ResourceExhausted, request_id: str) -> Response:
     return error_response(
         413, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, error.message), request_id
     )
+
+
+def request_timeout(error: uploads.UploadIdle, request_id: str) -> Response:
+    return error_response(
+        408, errors.status_json(grpc.StatusCode.DEADLINE_EXCEEDED, error.message), request_id
+    )
+
+
+class ClientStalled(Exception):
+    """The client stopped reading its response."""
 
 
 def parse_timeout(value: str) -> float:
@@ -154,19 +166,24 @@ class Gateway:
         # event loop they are made in, so they are made inside the serving loop.
         channel_factories: Mapping[str, Callable[[], grpc.aio.Channel]],
         max_body_bytes: int,
-        max_upload_bytes: int,
+        upload_limits: uploads.UploadLimits,
         readiness_timeout: float,
         stream_deadline: float = 300.0,
         extra_routes: Mapping[str, object] | None = None,
         rate_limiter: RateLimiter | None = None,
         trusted_proxy_hops: int = 0,
         version: str = "",
+        stream_limiter: StreamLimiter | None = None,
+        # Seconds a response may wait for its client to read before it is given up; None: no limit.
+        send_timeout: float | None = None,
     ) -> None:
         self.router = router
         self.channel_factories = channel_factories
         self._channels: dict[str, grpc.aio.Channel] | None = None
         self.max_body_bytes = max_body_bytes
-        self.max_upload_bytes = max_upload_bytes
+        self.upload_limits = upload_limits
+        self.stream_limiter = stream_limiter
+        self.send_timeout = send_timeout
         self.readiness_timeout = readiness_timeout
         self.stream_deadline = stream_deadline
         # This gateway's version, as /api/v1/health reports it.
@@ -199,11 +216,13 @@ class Gateway:
         request = Request(scope, receive)
         request_id = request_id_of(request)
         page = request.url.path in self.pages
-        with RequestObservation(request, traced=not page) as seen:
+        # What a request holds until its response is sent: its stream slot, its backend call.
+        async with contextlib.AsyncExitStack() as held:
+            seen = held.enter_context(RequestObservation(request, traced=not page))
             if page:
                 seen.route_matched(request.url.path)
             try:
-                response = await self.handle(request, request_id, seen)
+                response = await self.handle(request, request_id, seen, held)
             except Exception:
                 # The last resort: a Status body with the request id, never a bare page.
                 log.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
@@ -216,9 +235,29 @@ class Gateway:
                     request_id,
                 )
             seen.answered(response)
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, self.sender(send))
+            except ClientStalled:
+                # Nothing more can reach the client; the server closes the connection.
+                log.warning("client stopped reading its response",
+                            extra={"path": request.url.path, "request_id": request_id})
 
-    async def handle(self, request: Request, request_id: str, seen: RequestObservation) -> Response:
+    def sender(self, send):
+        if self.send_timeout is None:
+            return send
+
+        async def send_in_time(message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError:
+                raise ClientStalled from None
+
+        return send_in_time
+
+    async def handle(
+        self, request: Request, request_id: str, seen: RequestObservation, held: contextlib.AsyncExitStack
+    ) -> Response:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         page = self.pages.get(request.url.path)
         if page is not None and request.method in ("GET", "HEAD"):
@@ -240,6 +279,14 @@ class Gateway:
                                               client_address(request, self.trusted_proxy_hops))
             if refusal := await self.rate_limiter.check(caller):
                 return too_many_requests(refusal, request_id)
+        if self.stream_limiter and (route.client_streaming or route.server_streaming):
+            streamer = caller or self.stream_limiter.caller(request.headers.get("authorization"),
+                                                            client_address(request, self.trusted_proxy_hops))
+            if not await held.enter_async_context(self.stream_limiter.stream(streamer)):
+                return error_response(
+                    429, errors.status_json(grpc.StatusCode.RESOURCE_EXHAUSTED, self.stream_limiter.refusal(streamer)),
+                    request_id,
+                )
         try:
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
             metadata = outgoing_metadata(request, request_id)
@@ -261,7 +308,7 @@ class Gateway:
             if refusal := await self.rate_limiter.check_login(caller, message.email):
                 return too_many_requests(refusal, request_id)
         if route.server_streaming:
-            return await self.server_stream(route, message, request, metadata, timeout, request_id)
+            return await self.server_stream(route, message, request, metadata, timeout, request_id, held)
         return await self.unary(route, message, metadata, timeout, request_id)
 
     async def lifespan(self, receive, send) -> None:
@@ -311,8 +358,10 @@ class Gateway:
         body = transcode.dumps(transcode.to_json_value(reply, route.response_body))
         return Response(body, 200, headers, media_type=JSON)
 
-    async def server_stream(self, route, message, request, metadata, timeout, request_id) -> Response:
+    async def server_stream(self, route, message, request, metadata, timeout, request_id, held) -> Response:
         call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
+        # However the response ends (sent, its client gone or stalled), the backend stops working for it.
+        held.callback(call.cancel)
         replies = call.__aiter__()
         # Until the first reply arrives a failure is still an HTTP status.
         try:
@@ -353,10 +402,10 @@ class Gateway:
         async def messages():
             try:
                 async for message in uploads.request_messages(
-                    route, self.message_class(route), variables, request, self.max_upload_bytes
+                    route, self.message_class(route), variables, request, self.upload_limits
                 ):
                     yield message
-            except (InvalidArgument, ResourceExhausted, ClientDisconnect) as error:
+            except (InvalidArgument, ResourceExhausted, ClientDisconnect, uploads.UploadIdle) as error:
                 problem.append(error)
                 call_holder[0].cancel()
 
@@ -380,6 +429,8 @@ class Gateway:
             return payload_too_large(error, request_id)
         if isinstance(error, ClientDisconnect):
             return Response(status_code=499)
+        if isinstance(error, uploads.UploadIdle):
+            return request_timeout(error, request_id)
         return invalid_argument(error, request_id)
 
     async def read_body(self, request: Request) -> bytes:

@@ -58,6 +58,17 @@ class Caller:
     address: str = ""
 
 
+def identify(verifier: TokenVerifier | None, authorization: str | None, address: str) -> Caller:
+    """Who is calling: the token's user and tenant when it verifies, else only the address."""
+    if authorization and verifier and authorization[:7].lower() == "bearer ":
+        try:
+            principal = verifier.verify(authorization[7:].strip())
+            return Caller(principal.user_id, principal.tenant_id, address)
+        except Unauthenticated:
+            pass  # the service refuses it; here it counts against its address
+    return Caller(address=address)
+
+
 def storage_for(redis_url: str | None) -> Storage:
     if not redis_url:
         return MemoryStorage()
@@ -73,14 +84,7 @@ class RateLimiter:
         self._limits = {name: parse_many(value) if value else [] for name, value in vars(config).items()}
 
     def caller(self, authorization: str | None, address: str) -> Caller:
-        """Who is calling: the token's user and tenant when it verifies, else only the address."""
-        if authorization and self.verifier and authorization[:7].lower() == "bearer ":
-            try:
-                principal = self.verifier.verify(authorization[7:].strip())
-                return Caller(principal.user_id, principal.tenant_id, address)
-            except Unauthenticated:
-                pass  # the service refuses it; here it counts against its address
-        return Caller(address=address)
+        return identify(self.verifier, authorization, address)
 
     async def check(self, caller: Caller) -> Refusal | None:
         """Counts a request against its caller's limits: user and tenant, or address."""

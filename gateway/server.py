@@ -13,6 +13,8 @@ from gateway.openapi import docs_pages
 from gateway.rate_limits import RateLimitConfig, RateLimiter, storage_for
 from gateway.rules import Router, routes_of
 from gateway.settings import GatewaySettings
+from gateway.stream_limits import StreamLimiter, open_streams_for
+from gateway.uploads import UploadLimits
 from meshkit.channels import channel_to
 from meshkit import metrics, telemetry
 from meshkit.logs import configure_logging
@@ -40,14 +42,26 @@ def build(settings: GatewaySettings) -> Gateway:
         Router(routes),
         {name: partial(channel_to, name, settings) for name in descriptors},
         max_body_bytes=settings.max_body_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
+        upload_limits=upload_limits(settings),
         readiness_timeout=settings.readiness_timeout_seconds,
         stream_deadline=settings.stream_deadline_seconds,
         extra_routes=docs_pages(list(descriptors.values())),
         rate_limiter=rate_limiter(settings) if settings.rate_limits else None,
         trusted_proxy_hops=settings.trusted_proxy_hops,
         version=telemetry.service_version(settings),
+        stream_limiter=stream_limiter(settings) if settings.max_streams_per_caller > 0 else None,
+        send_timeout=settings.stream_idle_timeout_seconds,
     )
+
+
+def upload_limits(settings: GatewaySettings) -> UploadLimits:
+    return UploadLimits(settings.max_upload_bytes, settings.max_body_bytes, settings.max_upload_fields,
+                        settings.max_upload_field_bytes, settings.stream_idle_timeout_seconds)
+
+
+def stream_limiter(settings: GatewaySettings) -> StreamLimiter:
+    return StreamLimiter(settings.max_streams_per_caller, open_streams_for(settings.redis_url),
+                         token_verifier(settings))
 
 
 def rate_limiter(settings: GatewaySettings) -> RateLimiter:

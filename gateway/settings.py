@@ -11,8 +11,22 @@ class GatewaySettings(MeshSettings):
     gateway_services: list[str] = list(SERVICES)
     # Largest JSON body accepted; larger ones get 413.
     max_body_bytes: int = 1024 * 1024
-    # Largest upload (multipart or streamed) accepted.
+    # Largest upload (multipart or streamed) accepted: every byte of its body counts.
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Form fields of a multipart upload: the metadata has a handful, plus one per label
+    # (`metadata[team]`); their size and number would otherwise be bounded by nothing
+    # but max_upload_bytes, all of it held at once.
+    max_upload_fields: int = 64
+    max_upload_field_bytes: int = 64 * 1024
+    # An upload that sends nothing, or a streamed reply whose client reads nothing, for this
+    # long is ended (nginx's client_body_timeout and send_timeout are 60 s too): until then it
+    # holds one of its caller's streams and a backend call.
+    stream_idle_timeout_seconds: float = 60.0
+    # Streams (answers and watches streamed back, uploads streamed in) one caller may have open
+    # at once, per user with a valid token, else per address; 0 turns the limit off. The CLI's
+    # upload holds up to 16 watches and 4 uploads at once by default; 32 leaves room for that
+    # beside a chat, while one caller alone cannot fill a server's 256 concurrent calls.
+    max_streams_per_caller: int = 32
     readiness_timeout_seconds: float = 1.0
     # Deadline of a streaming call (an answer or a status watch streamed back, an upload streamed
     # in) whose client sends no Grpc-Timeout: unary calls get the mesh's default_deadline_seconds,

@@ -4,14 +4,21 @@ multipart/form-data (what browsers and `curl -F` send) becomes one message
 carrying the metadata, then the file's bytes in pieces. It is generic: the
 request message must have one message field (the metadata: path variables,
 form fields, and the file part's filename and content type fill it) and one
-bytes field (the data). The file streams through as it arrives; it is never
-held whole. Any other body is newline-delimited JSON, one message per line,
-as grpc-gateway accepts it.
+bytes field (the data). Any other body is newline-delimited JSON, one message
+per line, as grpc-gateway accepts it.
+
+Either way the body is parsed as it arrives, in one pass, and each message is
+handed on before the next bytes are read: gRPC's flow control holds back the
+reading, so the gateway keeps a few pieces of an upload, never the whole.
+Every byte of the body counts against the upload limit, a JSON line against
+the JSON body limit, form fields against their own number and size.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -23,7 +30,27 @@ from gateway.rules import Route
 from meshkit.errors import InvalidArgument, ResourceExhausted
 
 CHUNK_BYTES = 64 * 1024
-MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    # Every byte of the body, multipart framing and fields included.
+    max_bytes: int
+    # One newline-delimited JSON message (a JSON body's limit).
+    max_line_bytes: int
+    # Form fields (parts without a filename): how many, and how large each.
+    max_fields: int
+    max_field_bytes: int
+    # Seconds without a byte of the body before the upload is given up; None waits for the deadline.
+    idle_seconds: float | None = None
+
+
+class UploadIdle(Exception):
+    """The client stopped sending its upload."""
+
+    def __init__(self, seconds: float) -> None:
+        self.message = f"no bytes of the upload arrived for {seconds:g} s; it was not kept"
+        super().__init__(self.message)
 
 
 def _upload_fields(message_class: type[Message]) -> tuple[FieldDescriptor, FieldDescriptor] | None:
@@ -38,9 +65,10 @@ async def request_messages(
     message_class: type[Message],
     variables: dict[str, str],
     request: Request,
-    max_bytes: int,
+    limits: UploadLimits,
 ) -> AsyncIterator[Message]:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    body = _body(request, limits)
     if content_type == b"multipart/form-data":
         fields = _upload_fields(message_class)
         if fields is None:
@@ -48,11 +76,36 @@ async def request_messages(
         boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidArgument("multipart/form-data without a boundary")
-        async for message in _multipart(message_class, *fields, boundary, variables, request, max_bytes):
-            yield message
+        messages = _multipart(message_class, *fields, boundary, variables, body, limits)
     else:
-        async for message in _ndjson(route, message_class, variables, request, max_bytes):
-            yield message
+        messages = _ndjson(message_class, variables, body, limits.max_line_bytes)
+    async for message in messages:
+        yield message
+
+
+def _too_large(limits: UploadLimits) -> ResourceExhausted:
+    return ResourceExhausted(f"upload over the {limits.max_bytes}-byte limit")
+
+
+async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive, counted against the limit, each within the idle timeout."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise _too_large(limits)
+    pieces, total = request.stream(), 0
+    while True:
+        try:
+            async with asyncio.timeout(limits.idle_seconds):
+                piece = await anext(pieces)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadIdle(limits.idle_seconds) from None
+        total += len(piece)
+        if total > limits.max_bytes:
+            raise _too_large(limits)
+        if piece:
+            yield piece
 
 
 class _Part:
@@ -65,10 +118,11 @@ class _Part:
 
 
 async def _multipart(
-    message_class, meta_field, data_field, boundary, variables, request, max_bytes
+    message_class, meta_field, data_field, boundary, variables, body: AsyncIterator[bytes], limits: UploadLimits
 ) -> AsyncIterator[Message]:
     events: list[tuple[str, object]] = []
-    state = {"part": None, "header_field": b"", "header_value": b""}
+    # The parser bounds each part's headers (python-multipart's max_header_count and max_header_size).
+    state = {"part": None, "header_field": b"", "header_value": b"", "fields": 0}
 
     def on_part_begin():
         state["part"] = _Part()
@@ -91,6 +145,10 @@ async def _multipart(
             part.filename = disposition[b"filename"].decode("utf-8", "replace")
             part.content_type = part.headers.get(b"content-type", b"").decode("latin-1")
             events.append(("file", part))
+        else:
+            state["fields"] += 1
+            if state["fields"] > limits.max_fields:
+                raise ResourceExhausted(f"more than {limits.max_fields} form fields")
 
     def on_part_data(data, start, end):
         part = state["part"]
@@ -98,8 +156,8 @@ async def _multipart(
             events.append(("data", bytes(data[start:end])))
         else:
             part.value += data[start:end]
-            if len(part.value) > MAX_FIELD_BYTES:
-                raise InvalidArgument(f"form field {part.name!r} is over {MAX_FIELD_BYTES} bytes")
+            if len(part.value) > limits.max_field_bytes:
+                raise ResourceExhausted(f"form field {part.name!r} is over {limits.max_field_bytes} bytes")
 
     def on_part_end():
         part = state["part"]
@@ -116,12 +174,12 @@ async def _multipart(
         },
     )
     form: list[tuple[str, str]] = []
-    file_seen, total, pending = False, 0, bytearray()
+    file_seen, pending = False, bytearray()
 
-    async for chunk in request.stream():
+    async for chunk in body:
         try:
             parser.write(chunk)
-        except InvalidArgument:
+        except (InvalidArgument, ResourceExhausted):
             raise
         except Exception as error:  # python-multipart reports malformed bodies this way
             raise InvalidArgument(f"malformed multipart body: {error}") from None
@@ -136,9 +194,6 @@ async def _multipart(
                 file_seen = True
                 yield _metadata_message(message_class, meta_field, variables, form, value)
             else:
-                total += len(value)
-                if total > max_bytes:
-                    raise ResourceExhausted(f"upload over the {max_bytes}-byte limit")
                 pending += value
                 if len(pending) >= CHUNK_BYTES:
                     yield message_class(**{data_field.name: bytes(pending)})
@@ -171,8 +226,9 @@ def _known(message_class, paths: dict[str, str]) -> dict[str, str]:
     return {p: v for p, v in paths.items() if transcode.resolve(descriptor, p) is not None}
 
 
-async def _ndjson(route, message_class, variables, request, max_bytes) -> AsyncIterator[Message]:
-    buffer, total, first = b"", 0, True
+async def _ndjson(message_class, variables, body: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[Message]:
+    # Each piece is split once; only a line's unfinished end is carried to the next piece.
+    carry, first = bytearray(), True
 
     def message(line: bytes) -> Message:
         nonlocal first
@@ -181,14 +237,17 @@ async def _ndjson(route, message_class, variables, request, max_bytes) -> AsyncI
         first = False
         return built
 
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            raise ResourceExhausted(f"upload over the {max_bytes}-byte limit")
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
+    async for piece in body:
+        *ended, unfinished = piece.split(b"\n")
+        for part in ended:
+            if len(carry) + len(part) > max_line_bytes:
+                raise ResourceExhausted(f"a line of the upload is over the {max_line_bytes}-byte limit")
+            line = bytes(carry + part) if carry else part
+            carry.clear()
             if line.strip():
                 yield message(line)
-    if buffer.strip():
-        yield message(buffer)
+        carry += unfinished
+        if len(carry) > max_line_bytes:
+            raise ResourceExhausted(f"a line of the upload is over the {max_line_bytes}-byte limit")
+    if carry.strip():
+        yield message(bytes(carry))

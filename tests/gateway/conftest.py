@@ -29,6 +29,7 @@ from grpc_tools import protoc
 from gateway.app import Gateway
 from gateway.server import build
 from gateway.settings import GatewaySettings
+from gateway.uploads import UploadLimits
 from gateway.rules import Router, routes_of
 from meshkit.channels import create_channel
 from meshkit.settings import MeshSettings
@@ -144,7 +145,8 @@ def echo_gateway_app(echo_modules, backends: dict[str, str], settings: MeshSetti
         Router(routes_of(service, "echo")),
         {name: partial(create_channel, address, settings) for name, address in backends.items()},
         max_body_bytes=MAX_BODY_BYTES,
-        max_upload_bytes=MAX_UPLOAD_BYTES,
+        upload_limits=UploadLimits(options.pop("max_upload_bytes", MAX_UPLOAD_BYTES), MAX_BODY_BYTES, max_fields=8,
+                                   max_field_bytes=1024, idle_seconds=options.pop("upload_idle_seconds", None)),
         readiness_timeout=0.5,
         **options,
     )
