@@ -106,7 +106,7 @@ async def run(seconds: float) -> list[tuple[int, dict, dict]]:
     ]
     try:
         base = f"http://127.0.0.1:{http_port}"
-        await wait_for(f"{base}/readyz")
+        await wait_for(f"{base}/api/v1/health")  # every backend serving; /readyz is the gateway alone
         settings = MeshSettings(_env_file=None)
         async with create_channel(f"127.0.0.1:{grpc_port}", settings) as channel:
             stub = identity_pb2_grpc.IdentityServiceStub(channel)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 import grpc
 from google.protobuf import message_factory
@@ -22,6 +21,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway import errors, transcode, uploads
+from gateway.backend_gate import BackendGate, BackendUnavailable
+from gateway.client_metadata import client_metadata, text_value
+from gateway.query import QueryLimits, query_parameters
 from gateway.observability import RequestObservation
 from gateway.rate_limits import RateLimiter, Refusal
 from gateway.rules import Route, Router
@@ -34,8 +36,6 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
-_METADATA_PREFIX = "grpc-metadata-"
-_VALID_METADATA_KEY = re.compile(r"^[0-9a-z_.-]+$")
 _VALID_METADATA_VALUE = re.compile(r"^[\x20-\x7e]*$")
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -45,8 +45,11 @@ _INTERNAL_METADATA = ("grpc-", ":")
 _TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
 # Logins are also limited per account and address: passwords must not be guessed at speed.
 LOGIN_METHOD = "sagemesh.identity.v1.IdentityService.Login"
-# Every process's status and version; /readyz stays the bare readiness probe.
+# Every process's status and version; /readyz is the gateway's own readiness.
 HEALTH_PATH = "/api/v1/health"
+# Headers read once: a second Authorization could be counted by the rate limiter as one
+# caller and reach the backend as another.
+_SINGLE_HEADERS = ("authorization", "idempotency-key", *ROUTING_HEADERS)
 
 
 def error_response(
@@ -87,12 +90,10 @@ def parse_timeout(value: str) -> float:
     return int(found.group(1)) * _TIMEOUT_UNITS[found.group(2)]
 
 
-def _metadata_value(header: str, value: str) -> str:
-    # gRPC carries only printable ASCII in text metadata; anything else would
-    # be refused by the transport after the request had been accepted.
-    if not _VALID_METADATA_VALUE.match(value):
-        raise InvalidArgument(f"header {header} has characters gRPC metadata cannot carry")
-    return value
+def backend_unavailable(error: BackendUnavailable, request_id: str) -> Response:
+    return error_response(
+        503, errors.status_json(grpc.StatusCode.UNAVAILABLE, errors.unavailable_message(error.backend)), request_id
+    )
 
 
 def too_many_requests(refusal: Refusal, request_id: str) -> Response:
@@ -115,34 +116,30 @@ def request_id_of(request: Request) -> str:
     return given if given and len(given) <= 128 and _VALID_METADATA_VALUE.match(given) else uuid.uuid4().hex
 
 
-def outgoing_metadata(request: Request, request_id: str) -> list[tuple[str, str | bytes]]:
+def single_headers_once(request: Request) -> None:
+    for name in _SINGLE_HEADERS:
+        if len(request.headers.getlist(name)) > 1:
+            raise InvalidArgument(f"more than one {name} header")
+
+
+def outgoing_metadata(
+    request: Request, request_id: str, allowed_metadata: Collection[str]
+) -> list[tuple[str, str | bytes]]:
     headers = request.headers
     metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     if "authorization" in headers:
-        metadata.append(("authorization", _metadata_value("Authorization", headers["authorization"])))
+        metadata.append(("authorization", text_value("Authorization", headers["authorization"])))
     for key in ROUTING_HEADERS:
         if key in headers:
-            metadata.append((key, _metadata_value(key, headers[key])))
+            metadata.append((key, text_value(key, headers[key])))
     if "idempotency-key" in headers:
         # The IETF draft's header, for the RPCs that honour it (SendMessage).
-        metadata.append(("idempotency-key", _metadata_value("Idempotency-Key", headers["idempotency-key"])))
+        metadata.append(("idempotency-key", text_value("Idempotency-Key", headers["idempotency-key"])))
     if request.client:
         forwarded = headers.get("x-forwarded-for", "")
         chain = f"{forwarded}, {request.client.host}" if forwarded and _VALID_METADATA_VALUE.match(forwarded) else request.client.host
         metadata.append(("x-forwarded-for", chain))
-    for name, value in headers.items():
-        if not name.startswith(_METADATA_PREFIX):
-            continue
-        key = name[len(_METADATA_PREFIX):]
-        if not _VALID_METADATA_KEY.match(key) or key.startswith(_INTERNAL_METADATA):
-            continue
-        if key.endswith("-bin"):
-            try:
-                metadata.append((key, base64.b64decode(value, validate=True)))
-            except binascii.Error:
-                raise InvalidArgument(f"header {name} must be base64") from None
-        else:
-            metadata.append((key, _metadata_value(name, value)))
+    metadata.extend(client_metadata(headers.items(), allowed_metadata))
     return metadata
 
 
@@ -167,6 +164,12 @@ class Gateway:
         channel_factories: Mapping[str, Callable[[], grpc.aio.Channel]],
         max_body_bytes: int,
         upload_limits: uploads.UploadLimits,
+        query_limits: QueryLimits,
+        # Grpc-Metadata-<key> keys passed on to backends.
+        forwarded_metadata: Collection[str],
+        # How long a call waits for its backend's connection, and how many may wait on one backend's answer.
+        backend_connect_timeout: float,
+        max_calls_waiting_per_backend: int,
         readiness_timeout: float,
         stream_deadline: float = 300.0,
         extra_routes: Mapping[str, object] | None = None,
@@ -182,6 +185,10 @@ class Gateway:
         self._channels: dict[str, grpc.aio.Channel] | None = None
         self.max_body_bytes = max_body_bytes
         self.upload_limits = upload_limits
+        self.query_limits = query_limits
+        self.forwarded_metadata = frozenset(forwarded_metadata)
+        self.gates = {name: BackendGate(name, backend_connect_timeout, max_calls_waiting_per_backend)
+                      for name in channel_factories}
         self.stream_limiter = stream_limiter
         self.send_timeout = send_timeout
         self.readiness_timeout = readiness_timeout
@@ -288,16 +295,20 @@ class Gateway:
                     request_id,
                 )
         try:
+            single_headers_once(request)
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
-            metadata = outgoing_metadata(request, request_id)
+            metadata = outgoing_metadata(request, request_id, self.forwarded_metadata)
             if timeout is None and (route.client_streaming or route.server_streaming):
                 timeout = self.stream_deadline
             if route.client_streaming:
                 return await self.client_stream(route, variables, request, metadata, timeout, request_id)
             body = await self.read_body(request) if route.body else None
             message = transcode.build_request(
-                self.message_class(route), route.body, variables, request.query_params.multi_items(), body
+                self.message_class(route), route.body, variables,
+                query_parameters(request.scope["query_string"], self.query_limits), body,
             )
+        except BackendUnavailable as error:
+            return backend_unavailable(error, request_id)
         except InvalidArgument as error:
             return invalid_argument(error, request_id)
         except ResourceExhausted as error:
@@ -307,9 +318,12 @@ class Gateway:
         if caller and route.method.full_name == LOGIN_METHOD:
             if refusal := await self.rate_limiter.check_login(caller, message.email):
                 return too_many_requests(refusal, request_id)
-        if route.server_streaming:
-            return await self.server_stream(route, message, request, metadata, timeout, request_id, held)
-        return await self.unary(route, message, metadata, timeout, request_id)
+        try:
+            if route.server_streaming:
+                return await self.server_stream(route, message, request, metadata, timeout, request_id, held)
+            return await self.unary(route, message, metadata, timeout, request_id)
+        except BackendUnavailable as error:
+            return backend_unavailable(error, request_id)
 
     async def lifespan(self, receive, send) -> None:
         while True:
@@ -345,13 +359,18 @@ class Gateway:
     def rpc_failure(self, route: Route, error: grpc.aio.AioRpcError, request_id: str) -> Response:
         status, body = errors.from_rpc_error(error)
         if error.code() == grpc.StatusCode.UNAVAILABLE and _TRANSPORT_FAILURE.search(body["message"]):
-            body["message"] = f"the {route.backend} service is unavailable; try again shortly"
+            body["message"] = errors.unavailable_message(route.backend)
         return error_response(status, body, request_id)
 
+    def answer(self, route: Route):
+        """Held while a call waits for its backend's answer (BackendGate)."""
+        return self.gates[route.backend].answer(self.channels[route.backend])
+
     async def unary(self, route, message, metadata, timeout, request_id) -> Response:
-        call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
         try:
-            reply = await call
+            async with self.answer(route):
+                call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
+                reply = await call
         except grpc.aio.AioRpcError as error:
             return self.rpc_failure(route, error, request_id)
         headers = response_headers(await call.initial_metadata(), await call.trailing_metadata(), request_id)
@@ -359,13 +378,14 @@ class Gateway:
         return Response(body, 200, headers, media_type=JSON)
 
     async def server_stream(self, route, message, request, metadata, timeout, request_id, held) -> Response:
-        call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
-        # However the response ends (sent, its client gone or stalled), the backend stops working for it.
-        held.callback(call.cancel)
-        replies = call.__aiter__()
         # Until the first reply arrives a failure is still an HTTP status.
         try:
-            first = await anext(replies)
+            async with self.answer(route):
+                call = self.multicallable(route)(message, metadata=metadata, timeout=timeout)
+                # However the response ends (sent, its client gone or stalled), the backend stops working for it.
+                held.callback(call.cancel)
+                replies = call.__aiter__()
+                first = await anext(replies)
         except StopAsyncIteration:
             first = None
         except grpc.aio.AioRpcError as error:
@@ -409,10 +429,11 @@ class Gateway:
                 problem.append(error)
                 call_holder[0].cancel()
 
-        call = self.multicallable(route)(messages(), metadata=metadata, timeout=timeout)
-        call_holder.append(call)
         try:
-            reply = await call
+            async with self.answer(route):
+                call = self.multicallable(route)(messages(), metadata=metadata, timeout=timeout)
+                call_holder.append(call)
+                reply = await call
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as error:
             if problem:
                 return self.upload_problem(problem[0], request_id)
@@ -456,12 +477,10 @@ class Gateway:
         return dict(zip(names, reports))
 
     async def readyz(self, request: Request) -> Response:
-        statuses = {name: report.status for name, report in (await self.backend_health()).items()}
-        ready = all(status == "SERVING" for status in statuses.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "backends": statuses},
-            status_code=200 if ready else 503,
-        )
+        # The gateway's own readiness: it serves. A backend that is down makes its own routes 503
+        # (and shows in /api/v1/health); were it to make every gateway unready, one stuck service
+        # would take the whole API down.
+        return JSONResponse({"status": "ready"})
 
     async def health_report(self, request: Request) -> Response:
         """Every process's status and version, the gateway's own first: what

@@ -27,6 +27,11 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
+def unavailable_message(backend: str) -> str:
+    # Not gRPC's wording of a failed connection: it names internal addresses.
+    return f"the {backend} service is unavailable; try again shortly"
+
+
 def status_json(code: grpc.StatusCode, message: str, details=()) -> dict:
     return {"code": code.value[0], "message": message, "details": list(details)}
 

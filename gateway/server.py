@@ -11,6 +11,7 @@ import uvicorn
 from gateway.app import Gateway
 from gateway.openapi import docs_pages
 from gateway.rate_limits import RateLimitConfig, RateLimiter, storage_for
+from gateway.query import QueryLimits
 from gateway.rules import Router, routes_of
 from gateway.settings import GatewaySettings
 from gateway.stream_limits import StreamLimiter, open_streams_for
@@ -43,6 +44,10 @@ def build(settings: GatewaySettings) -> Gateway:
         {name: partial(channel_to, name, settings) for name in descriptors},
         max_body_bytes=settings.max_body_bytes,
         upload_limits=upload_limits(settings),
+        query_limits=query_limits(settings),
+        forwarded_metadata=settings.forwarded_metadata,
+        backend_connect_timeout=settings.backend_connect_timeout_seconds,
+        max_calls_waiting_per_backend=settings.max_calls_waiting_per_backend,
         readiness_timeout=settings.readiness_timeout_seconds,
         stream_deadline=settings.stream_deadline_seconds,
         extra_routes=docs_pages(list(descriptors.values())),
@@ -57,6 +62,11 @@ def build(settings: GatewaySettings) -> Gateway:
 def upload_limits(settings: GatewaySettings) -> UploadLimits:
     return UploadLimits(settings.max_upload_bytes, settings.max_body_bytes, settings.max_upload_fields,
                         settings.max_upload_field_bytes, settings.stream_idle_timeout_seconds)
+
+
+def query_limits(settings: GatewaySettings) -> QueryLimits:
+    return QueryLimits(settings.max_query_bytes, settings.max_query_parameters, settings.max_query_name_length,
+                       settings.max_query_name_depth)
 
 
 def stream_limiter(settings: GatewaySettings) -> StreamLimiter:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pydantic import field_validator
+
+from gateway.client_metadata import may_forward
 from meshkit.settings import MeshSettings
 from meshkit.topology import SERVICES
 
@@ -28,6 +31,25 @@ class GatewaySettings(MeshSettings):
     # beside a chat, while one caller alone cannot fill a server's 256 concurrent calls.
     max_streams_per_caller: int = 32
     readiness_timeout_seconds: float = 1.0
+    # A call waits this long for its backend's connection to be made, then is 503: a connection
+    # here takes milliseconds, and a backend that accepts connections and never answers must not
+    # hold each of its requests for a whole deadline.
+    backend_connect_timeout_seconds: float = 1.0
+    # Calls one backend may have waiting for its answer at once; beyond it they are 503 at once.
+    # A server serves max_concurrent_rpcs (256) at once: more waiting here is a backend not answering.
+    max_calls_waiting_per_backend: int = MeshSettings.model_fields["max_concurrent_rpcs"].default
+    # Query strings are read before authentication. 8 KiB is the common proxy limit on a request
+    # line (nginx's large_client_header_buffers); the largest query of a route is a few fields
+    # and at most 20 knowledge base ids (meshkit.ids), well inside 100 parameters; field paths
+    # are a few names deep, and a map key a label.
+    max_query_bytes: int = 8 * 1024
+    max_query_parameters: int = 100
+    max_query_name_length: int = 256
+    max_query_name_depth: int = 8
+    # Grpc-Metadata-<key> headers passed on to services; any other key is 400. grpc-gateway users
+    # pass correlation ids and client versions for logs; no service reads more from a client.
+    # Never authorization, x-forwarded-for, x-envoy-*, grpc-* or the mesh's own keys.
+    forwarded_metadata: list[str] = ["x-correlation-id", "x-client-version"]
     # Deadline of a streaming call (an answer or a status watch streamed back, an upload streamed
     # in) whose client sends no Grpc-Timeout: unary calls get the mesh's default_deadline_seconds,
     # which would cut a slow answer, a long watch or a large upload short.
@@ -44,3 +66,10 @@ class GatewaySettings(MeshSettings):
     # Proxies in front of the gateway that append to X-Forwarded-For (an Istio
     # ingress gateway is one); 0 takes the peer's address.
     trusted_proxy_hops: int = 0
+
+    @field_validator("forwarded_metadata")
+    @classmethod
+    def _forwardable(cls, keys: list[str]) -> list[str]:
+        if refused := [key for key in keys if not may_forward(key)]:
+            raise ValueError(f"these metadata keys are never forwarded from clients: {', '.join(refused)}")
+        return keys

@@ -32,8 +32,6 @@ _STRING_LIKE_MESSAGES = {
       ("String", "Bytes", "Bool", "Int32", "Int64", "UInt32", "UInt64", "Float", "Double")),
 }
 _TRUE, _FALSE = {"true", "1", "t", "yes"}, {"false", "0", "f", "no"}
-# Dots outside brackets: a map key may hold dots of its own.
-_PATH_DOTS = re.compile(r"\.(?![^\[]*\])")
 _MAP_ENTRY = re.compile(r"^(?P<field>[^\[\]]+)\[(?P<key>[^\[\]]+)\]$")
 
 
@@ -55,11 +53,21 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def split_field_path(path: str) -> list[str]:
+    """`a.b[k.ey]` -> ["a", "b[k.ey]"]: dots split the path, except in the map key, which
+    may hold dots of its own. A map entry may only end a path, so everything from the first
+    bracket on belongs to the last part; one pass, whatever the path is made of."""
+    head, bracket, key = path.partition("[")
+    parts = head.split(".")
+    parts[-1] += bracket + key
+    return parts
+
+
 def resolve(descriptor: Descriptor, path: str) -> list[Step] | None:
     """The fields a path names, or None if it names none. A map entry may only
     end a path, and its value must be a scalar."""
     steps: list[Step] = []
-    for part in _PATH_DOTS.split(path):
+    for part in split_field_path(path):
         if descriptor is None or (steps and steps[-1].key is not None):
             return None
         entry = _MAP_ENTRY.match(part)
@@ -183,10 +191,17 @@ def build_request(
         _set_path(bound, fields, value)
     if body_field != "*":
         taken = {path.split(".")[0] for path in path_variables} | {body_field}
+        given: set[tuple] = set()
         for name, value in query:
             fields = resolve(descriptor, name)
             if fields is None or fields[0].field.name in taken:
                 continue
+            if not (fields[-1].field.is_repeated and fields[-1].key is None):
+                # As grpc-gateway: one field, one value; else which one wins is a guess.
+                named = tuple((step.field.name, step.key) for step in fields)
+                if named in given:
+                    raise InvalidArgument(f"query parameter {name!r} given more than once")
+                given.add(named)
             _set_path(bound, fields, value)
     if bound:
         extra = message_class()

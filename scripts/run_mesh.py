@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.app import HEALTH_PATH
 from gateway.settings import GatewaySettings
 from meshkit import health
 from meshkit.topology import SERVICES, metrics_port_of
@@ -97,7 +98,8 @@ async def main() -> int:
 
     ready = await asyncio.gather(
         *(wait_until_serving(settings.address_of(n), processes[n]) for n in names),
-        wait_until_ready(f"{gateway_url}/readyz", processes["gateway"]),
+        # 200 when every backend serves (/readyz is the gateway alone).
+        wait_until_ready(f"{gateway_url}{HEALTH_PATH}", processes["gateway"]),
     )
     if all(ready):
         print("\nsagemesh is running:", flush=True)

@@ -16,8 +16,8 @@ def test_launcher_starts_the_mesh_and_ctrl_c_stops_it(tmp_path):
             assert f"{name:<13} grpc  {address:<22}  metrics {mesh.metrics[name]}" in mesh.output
         assert f"gateway       http  {mesh.url}  (API docs: {mesh.url}/docs)  metrics {mesh.metrics['gateway']}" \
             in mesh.output
-        with urllib.request.urlopen(f"{mesh.url}/readyz", timeout=5) as reply:
-            assert json.load(reply)["backends"] == {"identity": "SERVING", "conversation": "SERVING",
-                                                   "knowledge": "SERVING", "rag_engine": "SERVING",
-                                                   "agent": "SERVING"}
+        with urllib.request.urlopen(f"{mesh.url}/api/v1/health", timeout=5) as reply:
+            statuses = {name: report["status"] for name, report in json.load(reply)["services"].items()}
+            assert statuses == {"gateway": "SERVING", "identity": "SERVING", "conversation": "SERVING",
+                                "knowledge": "SERVING", "rag_engine": "SERVING", "agent": "SERVING"}
     assert mesh.launcher.returncode == 0  # Ctrl-C stopped every process cleanly

@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from grpc_tools import protoc
 
 from gateway.app import Gateway
-from gateway.server import build
+from gateway.server import build, query_limits
 from gateway.settings import GatewaySettings
 from gateway.uploads import UploadLimits
 from gateway.rules import Router, routes_of
@@ -141,12 +141,18 @@ async def stop_gateway(server: uvicorn.Server, task: asyncio.Task) -> None:
 def echo_gateway_app(echo_modules, backends: dict[str, str], settings: MeshSettings, **options) -> Gateway:
     pb, _ = echo_modules
     service = pb.DESCRIPTOR.services_by_name["EchoService"]
+    defaults = GatewaySettings(_env_file=None)
     return Gateway(
         Router(routes_of(service, "echo")),
         {name: partial(create_channel, address, settings) for name, address in backends.items()},
         max_body_bytes=MAX_BODY_BYTES,
         upload_limits=UploadLimits(options.pop("max_upload_bytes", MAX_UPLOAD_BYTES), MAX_BODY_BYTES, max_fields=8,
                                    max_field_bytes=1024, idle_seconds=options.pop("upload_idle_seconds", None)),
+        query_limits=options.pop("query_limits", query_limits(defaults)),
+        forwarded_metadata=options.pop("forwarded_metadata", defaults.forwarded_metadata),
+        backend_connect_timeout=options.pop("backend_connect_timeout", defaults.backend_connect_timeout_seconds),
+        max_calls_waiting_per_backend=options.pop("max_calls_waiting_per_backend",
+                                                  defaults.max_calls_waiting_per_backend),
         readiness_timeout=0.5,
         **options,
     )
