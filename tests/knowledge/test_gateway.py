@@ -192,5 +192,4 @@ async def test_a_100_mb_upload_raises_the_gateways_resident_memory_by_less_than_
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)
-    print(f"gateway RSS baseline {baseline / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
     assert (peak - baseline) / 1024 < 64, f"resident memory rose by {(peak - baseline) / 1024:.0f} MiB"
