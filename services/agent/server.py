@@ -45,7 +45,10 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
     sandbox = tool_sandbox(settings)
     registry = ToolRegistry(
         [calculator_tool(settings.agent_calculator_max_digits), current_time.TOOL,
-         knowledge_base_tool(GrpcRetriever(rag_engine)), http_get_tool(settings.agent_http_allowed_hosts.split(","))],
+         knowledge_base_tool(GrpcRetriever(rag_engine)), http_get_tool(
+             settings.agent_http_allowed_hosts.split(","),
+             [int(port) for port in settings.agent_http_allowed_ports.split(",") if port.strip()],
+             settings.agent_http_allowed_networks.split(","))],
         breaker=partial(CircuitBreaker, settings.tool_breaker_threshold, settings.tool_breaker_cool_down_seconds),
         sandbox=sandbox,
     )

@@ -22,6 +22,12 @@ class AgentSettings(MeshSettings):
     agent_max_replans: int = 2
     # Hosts http_get may fetch from, comma-separated; empty turns http_get off.
     agent_http_allowed_hosts: str = ""
+    # Ports http_get may connect to: the web's own, so that an allowed host's
+    # other services (SSH, databases, admin consoles) stay out of reach.
+    agent_http_allowed_ports: str = "80,443"
+    # Networks http_get may reach although they are not public (CIDR, comma-separated),
+    # e.g. an on-premises service; empty: public addresses only. Tests use 127.0.0.1/32.
+    agent_http_allowed_networks: str = ""
     # A tool that fails this many times in a row is not called for the cool-down.
     tool_breaker_threshold: int = 3
     tool_breaker_cool_down_seconds: float = 30.0

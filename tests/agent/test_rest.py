@@ -50,10 +50,12 @@ async def test_invalid_tool_input_is_a_clear_error_in_the_trace(agent_with):
 
 
 async def test_a_failing_tool_opens_its_breaker_and_the_agent_reports_it(agent_with):
-    unreachable = f"http://127.0.0.1:{free_port()}"  # allowed, but nothing listens there
+    port = free_port()
+    unreachable = f"http://127.0.0.1:{port}"  # allowed, but nothing listens there
     model = ScriptedModel([turn(None, [call("http_get", {"url": f"{unreachable}/rates/{i}"}, f"c{i}")])
                            for i in range(3)] + [turn("The rates service is down.")])
-    agent = await agent_with(model, agent_http_allowed_hosts="127.0.0.1", tool_breaker_threshold=2,
+    agent = await agent_with(model, agent_http_allowed_hosts="127.0.0.1", agent_http_allowed_ports=str(port),
+                             agent_http_allowed_networks="127.0.0.1/32", tool_breaker_threshold=2,
                              tool_breaker_cool_down_seconds=60)
     async with rest_client(agent) as client:
         run = await execute(client, task="Fetch today's rates", mode="AGENT_MODE_REACT")

@@ -4,6 +4,7 @@ caller's tenant, http_get against a local web server, allow-list and all."""
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from starlette.applications import Starlette
@@ -66,7 +67,8 @@ def web_app() -> Starlette:
 
 async def test_http_get_fetches_allowed_hosts_and_nothing_else():
     async with serving_asgi(web_app()) as url:
-        registry = ToolRegistry([http_get_tool(["127.0.0.1"])])
+        # The local server is reachable only because the test allows its network (test_http_get.py refuses it).
+        registry = ToolRegistry([http_get_tool(["127.0.0.1"], [urlsplit(url).port], ["127.0.0.1/32"])])
         page = await registry.call("http_get", {"url": f"{url}/moved"})
         assert page["status"] == 200 and page["url"] == f"{url}/rates"
         assert page["text"] == "Rates The EUR/CHF rate is 0.94." and not page["truncated"]
@@ -81,7 +83,7 @@ async def test_http_get_fetches_allowed_hosts_and_nothing_else():
 
 
 async def test_http_get_is_off_without_an_allow_list():
-    registry = ToolRegistry([http_get_tool([])])
+    registry = ToolRegistry([http_get_tool([], [80, 443])])
     with pytest.raises(ToolCallError) as refused:
         await registry.call("http_get", {"url": "http://127.0.0.1/"})
     assert refused.value.kind == "disabled"
