@@ -7,7 +7,6 @@ trace id the same way when tracing is on)."""
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
 
 import grpc
 import httpx
@@ -15,40 +14,16 @@ import pytest
 
 from gateway.server import build as build_gateway
 from gateway.settings import GatewaySettings
-from meshkit.channels import create_channel
 from meshkit.logs import _RequestContextFilter
-from meshkit.server import MeshServer
-from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
-from services.identity.tokens import AccessTokenIssuer, load_signing_key
-from services.rag_engine.server import build
-from services.rag_engine.settings import RagEngineSettings
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from tests.conftest import serving_asgi
 from tests.gateway.conftest import serve_gateway, stop_gateway
 from tests.rag_engine.test_generator_openai import Stage, answer, app, failing
-from tests.rag_engine.test_service import DOCS, RagUnderTest
+from tests.rag_engine.test_service import DOCS, serving
 
 # What an OpenAI-compatible server may say in an error: a key, an internal URL, the prompt.
 SECRET_BODY = '{"error": {"message": "key sk-live-SECRET is not valid for http://10.0.0.7:8000/v1, prompt: Passages"}}'
 REQUEST_ID = "req-limits-4bf92f3577b3"
-
-
-@asynccontextmanager
-async def serving(data_dir, **settings_fields):
-    """As test_service's, and the server's address for a gateway in front of it."""
-    settings = RagEngineSettings(_env_file=None, data_dir=data_dir, listen_port=0, **settings_fields)
-    kid, key = load_signing_key(settings.keys_dir, None)
-    issuer = AccessTokenIssuer(kid, key, settings.jwt_issuer, settings.jwt_audience, 600)
-    server = MeshServer(await build(settings), settings)
-    await server.start()
-    channel = create_channel(server.address, settings)
-    try:
-        under_test = RagUnderTest(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer)
-        under_test.address = server.address
-        yield under_test
-    finally:
-        await channel.close()
-        await server.stop(grace=0)
 
 
 @pytest.fixture(scope="module")

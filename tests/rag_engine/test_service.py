@@ -39,9 +39,11 @@ DOCS = {
 
 
 class RagUnderTest:
-    def __init__(self, stub, issuer):
+    def __init__(self, stub, issuer, address: str = ""):
         self.stub = stub
         self.issuer = issuer
+        # For a gateway put in front of it.
+        self.address = address
 
     def token_for(self, tenant: str) -> list[tuple[str, str]]:
         user = User(f"user-{tenant}", tenant, tenant, f"{tenant}@example.com", tenant, Role.MEMBER,
@@ -68,7 +70,7 @@ async def serving(data_dir, **settings_fields):
     await server.start()
     channel = create_channel(server.address, settings)
     try:
-        yield RagUnderTest(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer)
+        yield RagUnderTest(rag_engine_pb2_grpc.RagEngineServiceStub(channel), issuer, server.address)
     finally:
         await channel.close()
         await server.stop(grace=0)
