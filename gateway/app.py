@@ -28,8 +28,9 @@ from gateway.observability import RequestObservation
 from gateway.rate_limits import RateLimiter, Refusal
 from gateway.rules import Route, Router
 from gateway.stream_limits import StreamLimiter
+from meshkit.auth import TokenVerifier, bearer_token
 from meshkit.context import ROUTING_HEADERS
-from meshkit.errors import InvalidArgument, ResourceExhausted
+from meshkit.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from meshkit.health import HealthReport, check_health
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 _INTERNAL_METADATA = ("grpc-", ":")
 # gRPC's own wording when no connection could be made: it names internal addresses.
 _TRANSPORT_FAILURE = re.compile(r"failed to connect|connection refused|DNS resolution failed|Socket closed", re.I)
-# Logins are also limited per account and address: passwords must not be guessed at speed.
+# Logins are also limited per account and address: passwords must not be guessed at speed;
+# registrations per address: each costs a password hash and makes a user.
 LOGIN_METHOD = "sagemesh.identity.v1.IdentityService.Login"
+REGISTER_METHOD = "sagemesh.identity.v1.IdentityService.Register"
 # Every process's status and version; /readyz is the gateway's own readiness.
 HEALTH_PATH = "/api/v1/health"
 # Headers read once: a second Authorization could be counted by the rate limiter as one
@@ -123,14 +126,16 @@ def single_headers_once(request: Request) -> None:
 
 
 def outgoing_metadata(
-    request: Request, request_id: str, allowed_metadata: Collection[str]
+    request: Request, request_id: str, allowed_metadata: Collection[str], may_route: bool = False
 ) -> list[tuple[str, str | bytes]]:
+    """The request's metadata for the backend; the routing headers (x-canary) only when
+    `may_route`: a verified canary tester's request."""
     headers = request.headers
     metadata: list[tuple[str, str | bytes]] = [("x-request-id", request_id)]
     if "authorization" in headers:
         metadata.append(("authorization", text_value("Authorization", headers["authorization"])))
     for key in ROUTING_HEADERS:
-        if key in headers:
+        if key in headers and may_route:
             metadata.append((key, text_value(key, headers[key])))
     if "idempotency-key" in headers:
         # The IETF draft's header, for the RPCs that honour it (SendMessage).
@@ -179,6 +184,9 @@ class Gateway:
         stream_limiter: StreamLimiter | None = None,
         # Seconds a response may wait for its client to read before it is given up; None: no limit.
         send_timeout: float | None = None,
+        # Verifies tokens to learn whether a caller is a canary tester; without it no request
+        # may ask for canaries.
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.router = router
         self.channel_factories = channel_factories
@@ -191,6 +199,7 @@ class Gateway:
                       for name in channel_factories}
         self.stream_limiter = stream_limiter
         self.send_timeout = send_timeout
+        self.verifier = verifier
         self.readiness_timeout = readiness_timeout
         self.stream_deadline = stream_deadline
         # This gateway's version, as /api/v1/health reports it.
@@ -297,7 +306,8 @@ class Gateway:
         try:
             single_headers_once(request)
             timeout = parse_timeout(request.headers["grpc-timeout"]) if "grpc-timeout" in request.headers else None
-            metadata = outgoing_metadata(request, request_id, self.forwarded_metadata)
+            metadata = outgoing_metadata(request, request_id, self.forwarded_metadata,
+                                         may_route=self.is_canary_tester(request))
             if timeout is None and (route.client_streaming or route.server_streaming):
                 timeout = self.stream_deadline
             if route.client_streaming:
@@ -318,12 +328,25 @@ class Gateway:
         if caller and route.method.full_name == LOGIN_METHOD:
             if refusal := await self.rate_limiter.check_login(caller, message.email):
                 return too_many_requests(refusal, request_id)
+        if caller and route.method.full_name == REGISTER_METHOD:
+            if refusal := await self.rate_limiter.check_registration(caller):
+                return too_many_requests(refusal, request_id)
         try:
             if route.server_streaming:
                 return await self.server_stream(route, message, request, metadata, timeout, request_id, held)
             return await self.unary(route, message, metadata, timeout, request_id)
         except BackendUnavailable as error:
             return backend_unavailable(error, request_id)
+
+    def is_canary_tester(self, request: Request) -> bool:
+        """Whether the request's token verifies and names a canary tester: x-canary steers a request
+        onto canaries, which run few replicas, so a client's word is not enough."""
+        if self.verifier is None or not any(key in request.headers for key in ROUTING_HEADERS):
+            return False
+        try:
+            return self.verifier.verify(bearer_token(request.headers.get("authorization"))).canary_tester
+        except Unauthenticated:
+            return False
 
     async def lifespan(self, receive, send) -> None:
         while True:

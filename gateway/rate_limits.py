@@ -1,7 +1,8 @@
 """How often each caller may call the API, checked at the gateway before a
 request reaches a service: per user and per tenant (from a verified access
 token), per client address for requests without one, and, for logins, per
-account and per address so that passwords cannot be guessed at speed.
+account and per address so that passwords cannot be guessed at speed, and registrations
+per address.
 
 The counting is the `limits` library's sliding window counter: O(1) state per
 key, in Redis when REDIS_URL is set (every gateway replica shares the counts),
@@ -37,6 +38,7 @@ class RateLimitConfig:
     per_address: str = "20/second"
     logins_per_account: str = "10/minute"
     logins_per_address: str = "30/minute"
+    registrations_per_address: str = "10/minute;100/hour"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class RateLimiter:
         """Counts a login attempt against its address and the account it names."""
         return await self._hit(("logins_per_address", caller.address),
                                ("logins_per_account", account.strip().lower()))
+
+    async def check_registration(self, caller: Caller) -> Refusal | None:
+        """Counts a registration against its address: each one costs a password hash and a user."""
+        return await self._hit(("registrations_per_address", caller.address))
 
     async def _hit(self, *keys: tuple[str, str]) -> Refusal | None:
         # The first limit exceeded refuses the request; the ones after it are not counted.

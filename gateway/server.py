@@ -18,6 +18,7 @@ from gateway.stream_limits import StreamLimiter, open_streams_for
 from gateway.uploads import UploadLimits
 from meshkit.channels import channel_to
 from meshkit import metrics, telemetry
+from meshkit.auth import TokenVerifier
 from meshkit.logs import configure_logging
 from meshkit.server import token_verifier
 from meshkit.topology import SERVICES, metrics_port_of
@@ -39,6 +40,9 @@ def build(settings: GatewaySettings) -> Gateway:
         raise ValueError(f"unknown services in SAGEMESH_GATEWAY_SERVICES: {sorted(unknown)}")
     descriptors = {name: service_descriptor(name) for name in settings.gateway_services}
     routes = [route for name, d in descriptors.items() for route in routes_of(d, name)]
+    # Tokens are verified here only to know who calls (their limits, whether they test canaries);
+    # the services verify them again. One verifier, so one cache of verified tokens.
+    verifier = token_verifier(settings)
     return Gateway(
         Router(routes),
         {name: partial(channel_to, name, settings) for name in descriptors},
@@ -51,11 +55,12 @@ def build(settings: GatewaySettings) -> Gateway:
         readiness_timeout=settings.readiness_timeout_seconds,
         stream_deadline=settings.stream_deadline_seconds,
         extra_routes=docs_pages(list(descriptors.values())),
-        rate_limiter=rate_limiter(settings) if settings.rate_limits else None,
+        rate_limiter=rate_limiter(settings, verifier) if settings.rate_limits else None,
         trusted_proxy_hops=settings.trusted_proxy_hops,
         version=telemetry.service_version(settings),
-        stream_limiter=stream_limiter(settings) if settings.max_streams_per_caller > 0 else None,
+        stream_limiter=stream_limiter(settings, verifier) if settings.max_streams_per_caller > 0 else None,
         send_timeout=settings.stream_idle_timeout_seconds,
+        verifier=verifier,
     )
 
 
@@ -69,17 +74,15 @@ def query_limits(settings: GatewaySettings) -> QueryLimits:
                        settings.max_query_name_depth)
 
 
-def stream_limiter(settings: GatewaySettings) -> StreamLimiter:
-    return StreamLimiter(settings.max_streams_per_caller, open_streams_for(settings.redis_url),
-                         token_verifier(settings))
+def stream_limiter(settings: GatewaySettings, verifier: TokenVerifier) -> StreamLimiter:
+    return StreamLimiter(settings.max_streams_per_caller, open_streams_for(settings.redis_url), verifier)
 
 
-def rate_limiter(settings: GatewaySettings) -> RateLimiter:
+def rate_limiter(settings: GatewaySettings, verifier: TokenVerifier) -> RateLimiter:
     config = RateLimitConfig(settings.rate_limit_per_user, settings.rate_limit_per_tenant,
                              settings.rate_limit_per_address, settings.login_limit_per_account,
-                             settings.login_limit_per_address)
-    # Tokens are verified here only to know whose limit a request counts against; the services verify them again.
-    return RateLimiter(config, storage_for(settings.redis_url), token_verifier(settings))
+                             settings.login_limit_per_address, settings.registration_limit_per_address)
+    return RateLimiter(config, storage_for(settings.redis_url), verifier)
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ class GatewaySettings(MeshSettings):
     rate_limit_per_address: str = "20/second"
     login_limit_per_account: str = "10/minute"
     login_limit_per_address: str = "30/minute"
+    registration_limit_per_address: str = "10/minute;100/hour"
     rate_limits: bool = True
     # Proxies in front of the gateway that append to X-Forwarded-For (an Istio
     # ingress gateway is one); 0 takes the peer's address.

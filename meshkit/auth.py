@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import ContextVar
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from meshkit.topology import INTERNAL_METHODS, PUBLIC_METHODS
 log = logging.getLogger(__name__)
 
 ALGORITHM = "EdDSA"
+# An access token's claim that its user may send requests to canaries (x-canary).
+CANARY_TESTER_CLAIM = "canary_tester"
+SESSION_ENDED = "the session has ended (logged out or revoked); log in again"
 PUBLIC_KEY_SUFFIX = ".pub.pem"
 
 
@@ -46,6 +50,8 @@ class Principal:
     session_id: str
     expires_at: float
     token: str
+    # May ask for canary versions of the services (x-canary), as identity's settings name them.
+    canary_tester: bool = False
 
 
 _principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
@@ -107,10 +113,14 @@ class PublicKeyRing:
 
 
 class TokenVerifier:
-    def __init__(self, keys: PublicKeyRing, issuer: str, audience: str, remembered_tokens: int = 4096) -> None:
+    def __init__(self, keys: PublicKeyRing, issuer: str, audience: str, remembered_tokens: int = 4096,
+                 revoked_sessions: Container[str] = frozenset()) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        # Sessions ended before their tokens expire (meshkit.revocations): checked on every
+        # call, after the cache, so a remembered token stops working as soon as its session ends.
+        self.revoked_sessions = revoked_sessions
         # PyJWT's checks cost about a millisecond of CPU a token, and each hop of a request checks the
         # same one: a verified token is remembered until it expires, and no longer than the key ring
         # trusts a key unread (max_age), so a removed key's tokens stop working as soon as before.
@@ -119,11 +129,13 @@ class TokenVerifier:
             ttu=lambda _token, principal, now: min(principal.expires_at, now + self.keys.max_age))
 
     def verify(self, token: str) -> Principal:
-        """Checks signature, algorithm, issuer, audience and validity times."""
-        if (known := self._verified.get(token)) is not None:
-            return known
-        principal = self._verify(token)
-        self._verified[token] = principal
+        """Checks signature, algorithm, issuer, audience, validity times and the session."""
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = self._verify(token)
+            self._verified[token] = principal
+        if principal.session_id in self.revoked_sessions:
+            raise Unauthenticated(SESSION_ENDED)
         return principal
 
     def _verify(self, token: str) -> Principal:
@@ -159,6 +171,7 @@ class TokenVerifier:
                 session_id=claims.get("sid", ""),
                 expires_at=float(claims["exp"]),
                 token=token,
+                canary_tester=claims.get(CANARY_TESTER_CLAIM) is True,
             )
         except KeyError:
             raise Unauthenticated("invalid access token") from None

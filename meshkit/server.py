@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -23,13 +23,18 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from meshkit import auth, interceptors, metrics, telemetry
+from meshkit import auth, channels, interceptors, metrics, revocations, telemetry
 from meshkit.health import DependencyHealth, HealthCheck, VersionedHealthServicer
 from meshkit.logs import configure_logging
+from meshkit.revocations import RevocationSource, RevokedSessions
+from meshkit.revocations_grpc import IdentityRevocations
 from meshkit.settings import MeshSettings
 from meshkit.topology import ServiceInfo, metrics_port_of
 
 log = logging.getLogger(__name__)
+
+# A poll of identity's revoked sessions that takes longer is given up and made again.
+REVOCATION_POLL_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -40,6 +45,10 @@ class ServiceApp:
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     # Run after the server has drained, in order (closing pools and the like).
     on_shutdown: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Where the server learns of sessions ended before their tokens expire: identity's
+    # ListRevokedSessions over gRPC unless the service says otherwise (identity reads its own).
+    revocation_source: RevocationSource | None = None
+    revoked_sessions: RevokedSessions = field(default_factory=RevokedSessions)
 
 
 def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
@@ -62,9 +71,10 @@ def server_options(settings: MeshSettings) -> list[tuple[str, int]]:
     ]
 
 
-def token_verifier(settings: MeshSettings) -> auth.TokenVerifier:
+def token_verifier(settings: MeshSettings, revoked_sessions: Container[str] = frozenset()) -> auth.TokenVerifier:
     return auth.TokenVerifier(
-        auth.PublicKeyRing(settings.keys_dir), settings.jwt_issuer, settings.jwt_audience
+        auth.PublicKeyRing(settings.keys_dir), settings.jwt_issuer, settings.jwt_audience,
+        revoked_sessions=revoked_sessions,
     )
 
 
@@ -78,7 +88,7 @@ class MeshServer:
                 *telemetry.server_interceptors(),
                 interceptors.RequestContextInterceptor(),
                 interceptors.ErrorInterceptor(),
-                interceptors.AuthInterceptor(token_verifier(settings)),
+                interceptors.AuthInterceptor(token_verifier(settings, app.revoked_sessions)),
             ],
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -91,6 +101,8 @@ class MeshServer:
             settings.health_check_interval_seconds,
         )
         self._watcher: asyncio.Task | None = None
+        self._revocations: asyncio.Task | None = None
+        self._identity_channel: grpc.aio.Channel | None = None
         self.port: int | None = None
 
     @property
@@ -116,21 +128,32 @@ class MeshServer:
         await self.health.check_once()
         await self.server.start()
         self._watcher = asyncio.create_task(self.health.watch())
+        self._revocations = asyncio.create_task(revocations.follow(
+            self.app.revoked_sessions, self._revocation_source(), self.settings.revocation_poll_seconds))
         log.info(
             "%s listening on %s", self.app.info.name, self.address,
             extra={"address": self.address},
         )
         return self.port
 
+    def _revocation_source(self) -> RevocationSource:
+        if self.app.revocation_source is not None:
+            return self.app.revocation_source
+        self._identity_channel = channels.channel_to("identity", self.settings)
+        return IdentityRevocations(self._identity_channel, REVOCATION_POLL_TIMEOUT_SECONDS)
+
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, refuses new calls, lets in-flight calls finish
         within the grace period, then runs the shutdown hooks."""
-        if self._watcher:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._revocations):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.shutting_down()
         await self.server.stop(self.settings.grace_period_seconds if grace is None else grace)
+        if self._identity_channel is not None:
+            await self._identity_channel.close()
         for hook in self.app.on_shutdown:
             await hook()
         log.info("%s stopped", self.app.info.name)

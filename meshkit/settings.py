@@ -97,6 +97,10 @@ class MeshSettings(BaseSettings):
     # Directory of public keys (<kid>.pub.pem); identity also keeps its
     # private keys here. Defaults to <data_dir>/jwt.
     jwt_keys_dir: Path | None = None
+    # How often a service asks identity which sessions ended (logout, a reused
+    # refresh token): a logged-out session's access token is refused by every
+    # service within about this long, though its expiry is minutes away.
+    revocation_poll_seconds: float = 1.0
 
     # Backends. The bare names are the conventional ones and are accepted too.
     database_url: str | None = Field(

@@ -52,6 +52,7 @@ PUBLIC_METHODS: frozenset[str] = frozenset(
 INTERNAL_METHODS: frozenset[str] = frozenset(
     {
         "/sagemesh.identity.v1.IdentityService/ValidateToken",
+        "/sagemesh.identity.v1.IdentityService/ListRevokedSessions",
         "/sagemesh.rag_engine.v1.RagEngineService/IndexChunks",
         "/sagemesh.rag_engine.v1.RagEngineService/DeleteDocumentChunks",
         "/sagemesh.rag_engine.v1.RagEngineService/DeleteKnowledgeBaseChunks",

@@ -145,6 +145,7 @@ async def test_killing_the_rag_engine_mid_traffic_loses_and_duplicates_nothing(m
         assert all(d["chunkCount"] == d["vectorCount"] >= 1 for d in documents)
         found = await client.post("/api/v1/rag/retrieve", headers=auth,
                                   json={"query": "taxis reimbursed", "kbIds": [kb], "topK": 100})
+        assert found.status_code == 200, found.text
         indexed_chunks = Counter(r["documentId"] for r in found.json()["results"])
         assert all(count == 1 for count in indexed_chunks.values()), indexed_chunks
 

@@ -4,6 +4,7 @@ or another tenant's data; and the mesh still works afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -206,3 +207,41 @@ async def test_a_file_name_cannot_reach_outside_the_store(world, tmp_path):
                 assert "/" not in stored and "\\" not in stored and "\x00" not in stored and ".." not in stored, stored
             else:
                 assert_refused(uploaded, 400)
+
+
+async def test_a_logged_out_sessions_access_token_is_refused_by_every_service_within_5_seconds(world):
+    """Services verify access tokens on their own; logout must still end the token everywhere
+    long before it expires (each service follows identity's revoked sessions)."""
+    email, tenant = "leaver@example.com", f"leaver-{time.monotonic_ns()}"
+    # One route of each service.
+    routes = [("GET", "/api/v1/users/me", None), ("GET", "/api/v1/conversations", None),
+              ("GET", "/api/v1/knowledge/bases", None), ("POST", "/api/v1/rag/retrieve", {"query": "anything"}),
+              ("GET", "/api/v1/agent/tools", None)]
+    async with httpx.AsyncClient(base_url=world["url"], timeout=60) as client:
+        await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD, "tenantName": tenant})
+        login = (await client.post("/api/v1/auth/login", json={
+            "email": email, "password": PASSWORD, "tenantName": tenant})).json()
+        # A second session of the same user goes on: logout ends one session, not the user.
+        other = (await client.post("/api/v1/auth/login", json={
+            "email": email, "password": PASSWORD, "tenantName": tenant})).json()
+        ended, going_on = ({"Authorization": f"Bearer {s['accessToken']}"} for s in (login, other))
+        for method, path, body in routes:
+            response = await client.request(method, path, headers=ended, json=body)
+            assert response.status_code == 200, (path, response.text)
+
+        assert (await client.post("/api/v1/auth/logout", json={"refreshToken": login["refreshToken"]})).status_code == 200
+        started = time.monotonic()
+        waiting = list(routes)
+        while waiting and time.monotonic() - started < 5:
+            for route in list(waiting):
+                method, path, body = route
+                response = await client.request(method, path, headers=ended, json=body)
+                if response.status_code == 401:
+                    assert "log in again" in response.json()["message"]
+                    waiting.remove(route)
+                else:
+                    assert response.status_code == 200, (path, response.text)
+            await asyncio.sleep(0.1)
+        assert not waiting, f"still accepted {time.monotonic() - started:.1f} s after logout: {waiting}"
+        for method, path, body in routes:
+            assert (await client.request(method, path, headers=going_on, json=body)).status_code == 200, path

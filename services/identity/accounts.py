@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 
 from email_validator import EmailNotValidError, validate_email
 
 from meshkit.auth import Principal, TokenVerifier
 from meshkit.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from meshkit.revocations import Revocation, RevokedSessions
 from services.identity import passwords
 from services.identity.domain import IssuedTokens, Role, User
 from services.identity.passwords import PasswordHasher
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 TENANT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_DISPLAY_NAME = 100
+# Revoked sessions listed in one answer of ListRevokedSessions; the rest in the next.
+REVOCATIONS_PAGE = 1000
 # One message for every login failure: it must not tell which part was wrong.
 BAD_CREDENTIALS = "incorrect email or password"
 
@@ -51,6 +55,8 @@ class Accounts:
         verifier: TokenVerifier,
         refresh_ttl_seconds: int,
         default_tenant: str,
+        revoked_sessions: RevokedSessions,
+        canary_testers: Collection[str] = (),
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -58,6 +64,9 @@ class Accounts:
         self.verifier = verifier
         self.refresh_ttl_seconds = refresh_ttl_seconds
         self.default_tenant = default_tenant
+        # This process's own list, told at once; other services learn of it from revoked_since.
+        self.revoked_sessions = revoked_sessions
+        self.canary_testers = frozenset(email.strip().lower() for email in canary_testers)
 
     async def register(
         self, email: str, password: str, display_name: str, tenant_name: str
@@ -69,9 +78,14 @@ class Accounts:
             raise InvalidArgument(f"must be at most {MAX_DISPLAY_NAME} characters", field="display_name")
         joins_default = not tenant_name.strip()
         tenant_name = self.default_tenant if joins_default else normalize_tenant_name(tenant_name)
+        # Every check that costs only a query comes before the hash, which costs argon2's memory and CPU.
+        tenant = await self.store.tenant_by_name(tenant_name)
+        if tenant is not None:
+            self._may_join(tenant_name, joins_default)
+            if await self.store.credentials(tenant_name, email) is not None:
+                raise AlreadyExists(f"a user with email {email} already exists")
         password_hash = await self.hasher.hash(password)
 
-        tenant = await self.store.tenant_by_name(tenant_name)
         if tenant is None:
             try:
                 # Whoever creates a tenant administers it.
@@ -83,13 +97,17 @@ class Accounts:
                 tenant = await self.store.tenant_by_name(tenant_name)
                 if tenant is None:
                     raise
-        if not joins_default:
-            # Joining another team's tenant needs an invitation, not its name.
-            raise AlreadyExists(f"tenant {tenant_name!r} already exists")
+        self._may_join(tenant_name, joins_default)
         try:
             return await self.store.create_user(tenant, email, display_name, Role.MEMBER, password_hash)
         except DuplicateEmail:
             raise AlreadyExists(f"a user with email {email} already exists") from None
+
+    @staticmethod
+    def _may_join(tenant_name: str, joins_default: bool) -> None:
+        if not joins_default:
+            # Joining another team's tenant needs an invitation, not its name.
+            raise AlreadyExists(f"tenant {tenant_name!r} already exists")
 
     async def login(self, email: str, password: str, tenant_name: str) -> IssuedTokens:
         try:
@@ -125,7 +143,7 @@ class Accounts:
         if not rotated:
             # A spent token came back: it was stolen, or the client replayed it.
             # Either way nobody holding this family can be trusted any more.
-            await self.store.revoke_session(record.session_id)
+            await self._revoke(record.session_id)
             log.warning("refresh token reuse; session revoked", extra={"session_id": record.session_id})
             raise Unauthenticated("refresh token already used; session revoked, log in again")
         user = await self.store.user_by_id(record.user_id)
@@ -137,7 +155,7 @@ class Accounts:
         record = await self.store.refresh_token(refresh_token_digest(refresh_token))
         if record is None:
             raise Unauthenticated("invalid refresh token")
-        await self.store.revoke_session(record.session_id)
+        await self._revoke(record.session_id)
 
     async def validate(self, access_token: str) -> Principal:
         """Signature and times, as every service checks them, plus the session:
@@ -146,6 +164,24 @@ class Accounts:
         if await self.store.session_revoked(principal.session_id):
             raise Unauthenticated("session revoked")
         return principal
+
+    async def revoked_since(self, since: float | None) -> tuple[list[Revocation], bool]:
+        """The sessions revoked at or after `since` whose access tokens may be unexpired, oldest
+        first, a page at a time (meshkit.revocations.RevocationSource)."""
+        ttl = self.access_tokens.ttl_seconds
+        # Tokens last `ttl`: a session revoked longer ago has none left unexpired.
+        oldest = time.time() - ttl
+        since = oldest if since is None else max(since, oldest)
+        rows = await self.store.revoked_sessions(datetime.fromtimestamp(since, timezone.utc), REVOCATIONS_PAGE)
+        page = [Revocation(session_id, revoked_at.timestamp(), revoked_at.timestamp() + ttl)
+                for session_id, revoked_at in rows]
+        return page, len(page) == REVOCATIONS_PAGE
+
+    async def _revoke(self, session_id: str) -> None:
+        revoked_at = await self.store.revoke_session(session_id)
+        if revoked_at is not None:
+            self.revoked_sessions.add(Revocation(
+                session_id, revoked_at.timestamp(), revoked_at.timestamp() + self.access_tokens.ttl_seconds))
 
     async def user(self, user_id: str) -> User:
         user = await self.store.user_by_id(user_id)
@@ -158,7 +194,8 @@ class Accounts:
 
     def _issue(self, user: User, session_id: str, refresh_token: str) -> IssuedTokens:
         return IssuedTokens(
-            access_token=self.access_tokens.issue(user, session_id, time.time()),
+            access_token=self.access_tokens.issue(user, session_id, time.time(),
+                                                  canary_tester=user.email in self.canary_testers),
             expires_in=self.access_tokens.ttl_seconds,
             refresh_token=refresh_token,
             refresh_expires_in=self.refresh_ttl_seconds,

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import argon2
 
-from meshkit.errors import InvalidArgument
+from meshkit.errors import InvalidArgument, ResourceExhausted
+from services.identity import metrics
+
+T = TypeVar("T")
 
 MIN_LENGTH = 8
 # Argon2 cost grows with input length; the cap keeps one request cheap.
@@ -34,21 +40,32 @@ def check_policy(password: str, email: str) -> None:
 
 
 class PasswordHasher:
-    """argon2id; hashing runs in a worker thread to keep the event loop free."""
+    """argon2id, in a pool of its own off the event loop.
 
-    def __init__(self, time_cost: int, memory_cost_kib: int, parallelism: int) -> None:
+    A hash costs `memory_cost_kib` of memory and tens of milliseconds of `parallelism` cores,
+    so at most `max_concurrent` run at once (the default thread pool is sized from the host's
+    CPUs, not the pod's limit, and would let a burst of sign-ins take the pod's memory), and at
+    most `max_waiting` wait for a turn: beyond that a sign-in is refused at once with
+    RESOURCE_EXHAUSTED (429 over REST), since a queue without bound only makes every caller
+    time out instead of some."""
+
+    def __init__(self, time_cost: int, memory_cost_kib: int, parallelism: int,
+                 max_concurrent: int = 2, max_waiting: int = 64) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost_kib,
             parallelism=parallelism,
             type=argon2.Type.ID,
         )
+        self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="argon2")
+        self._admitted = max_concurrent + max_waiting
+        self._in_flight = 0
         # Compared against when the account does not exist, so an unknown
         # email costs as much time as a wrong password.
         self._decoy_hash = self._hasher.hash("decoy password for unknown accounts")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         def verify() -> bool:
@@ -57,7 +74,22 @@ class PasswordHasher:
             except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
                 return False
 
-        return await asyncio.to_thread(verify) and password_hash is not None
+        return await self._run(verify) and password_hash is not None
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        if self._in_flight >= self._admitted:
+            metrics.PASSWORD_CHECKS_REFUSED.inc()
+            raise ResourceExhausted("too many sign-ins are being checked at once; retry in a few seconds")
+        self._in_flight += 1
+        metrics.PASSWORD_CHECKS_IN_FLIGHT.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        finally:
+            self._in_flight -= 1
+            metrics.PASSWORD_CHECKS_IN_FLIGHT.dec()

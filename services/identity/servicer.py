@@ -8,11 +8,16 @@ from meshkit.auth import current_principal
 from meshkit.protos import timestamp
 from sagemesh.identity.v1 import identity_pb2 as pb
 from sagemesh.identity.v1 import identity_pb2_grpc
-from services.identity.accounts import Accounts
+from services.identity.accounts import REVOCATIONS_PAGE, Accounts
 from services.identity.domain import IssuedTokens, Role, User
 
 _ROLES = {Role.MEMBER: pb.ROLE_MEMBER, Role.ADMIN: pb.ROLE_ADMIN}
 
+
+def _stamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
 
 
 def user_message(user: User) -> pb.User:
@@ -64,8 +69,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: pb.ValidateTokenRequest, context
     ) -> pb.ValidateTokenResponse:
         principal = await self.accounts.validate(request.access_token)
-        expires_at = Timestamp()
-        expires_at.FromSeconds(int(principal.expires_at))
+        expires_at = _stamp(int(principal.expires_at))
         return pb.ValidateTokenResponse(
             user_id=principal.user_id,
             tenant_id=principal.tenant_id,
@@ -73,6 +77,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             role=_ROLES.get(Role(principal.role), pb.ROLE_UNSPECIFIED),
             session_id=principal.session_id,
             expires_at=expires_at,
+        )
+
+    async def ListRevokedSessions(
+        self, request: pb.ListRevokedSessionsRequest, context
+    ) -> pb.ListRevokedSessionsResponse:
+        since = request.revoked_after.ToNanoseconds() / 1e9 if request.HasField("revoked_after") else None
+        page, _ = await self.accounts.revoked_since(since)
+        return pb.ListRevokedSessionsResponse(
+            sessions=[pb.RevokedSession(session_id=r.session_id, revoked_at=_stamp(r.revoked_at),
+                                        tokens_expire_at=_stamp(r.tokens_expire_at)) for r in page],
+            limit=REVOCATIONS_PAGE,
         )
 
     async def GetMe(self, request: pb.GetMeRequest, context) -> pb.GetMeResponse:

@@ -50,6 +50,10 @@ class IdentityStore(Protocol):
         """Spends the token and adds its successor to the same session, in one
         transaction. False, with nothing written, if it was already spent."""
 
-    async def revoke_session(self, session_id: str) -> None: ...
+    async def revoke_session(self, session_id: str) -> datetime | None:
+        """Ends the session; returns when, or None if it had ended already."""
+
+    async def revoked_sessions(self, since: datetime, limit: int) -> list[tuple[str, datetime]]:
+        """Sessions revoked at or after `since` with when, oldest first, at most `limit`."""
 
     async def session_revoked(self, session_id: str) -> bool: ...

@@ -160,13 +160,25 @@ class SqlIdentityStore:
             )
         return True
 
-    async def revoke_session(self, session_id: str) -> None:
+    async def revoke_session(self, session_id: str) -> datetime | None:
+        now = _now()
         async with self.sessions.begin() as db:
-            await db.execute(
+            result = await db.execute(
                 update(SessionRow)
                 .where(SessionRow.id == session_id, SessionRow.revoked_at.is_(None))
-                .values(revoked_at=_now())
+                .values(revoked_at=now)
             )
+        return now if result.rowcount else None
+
+    async def revoked_sessions(self, since: datetime, limit: int) -> list[tuple[str, datetime]]:
+        async with self.sessions() as db:
+            rows = await db.execute(
+                select(SessionRow.id, SessionRow.revoked_at)
+                .where(SessionRow.revoked_at >= since)
+                .order_by(SessionRow.revoked_at, SessionRow.id)
+                .limit(limit)
+            )
+            return [(session_id, revoked_at) for session_id, revoked_at in rows]
 
     async def session_revoked(self, session_id: str) -> bool:
         async with self.sessions() as db:

@@ -47,7 +47,8 @@ class SessionRow(Base):
         ForeignKey("identity_users.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
+    # Every service follows the recent revocations (ListRevokedSessions).
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class RefreshTokenRow(Base):

@@ -13,7 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from meshkit.auth import ALGORITHM, PUBLIC_KEY_SUFFIX
+from meshkit.auth import ALGORITHM, CANARY_TESTER_CLAIM, PUBLIC_KEY_SUFFIX
 from services.identity.domain import User
 
 PRIVATE_KEY_SUFFIX = ".key.pem"
@@ -81,8 +81,8 @@ class AccessTokenIssuer:
         self.audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user: User, session_id: str, now: float) -> str:
-        claims = {
+    def issue(self, user: User, session_id: str, now: float, canary_tester: bool = False) -> str:
+        claims: dict[str, object] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": user.id,
@@ -95,6 +95,9 @@ class AccessTokenIssuer:
             "exp": int(now) + self.ttl_seconds,
             "jti": uuid.uuid4().hex,
         }
+        if canary_tester:
+            # Lets the request ask for canaries (x-canary): the gateway forwards the header for no one else.
+            claims[CANARY_TESTER_CLAIM] = True
         return jwt.encode(claims, self.key, algorithm=ALGORITHM, headers={"kid": self.kid})
 
 

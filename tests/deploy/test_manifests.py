@@ -24,6 +24,7 @@ import yaml
 from cloudcoil.models.istio.networking import v1 as istio_networking
 from cloudcoil.models.istio.security import v1 as istio_security
 from pydantic import AliasChoices
+from sqlalchemy.engine import make_url
 
 from meshkit.settings import ENV_PREFIX
 from meshkit.topology import SERVICES
@@ -126,12 +127,14 @@ def settings_env_names(process: str) -> set[str]:
 
 
 def peers_called(process: str) -> set[str]:
-    """The services a process opens channels to, read from its server.py (channel_to("rag_engine", ...))."""
+    """The services a process opens channels to, read from its server.py (channel_to("rag_engine", ...)),
+    and identity for every other service: meshkit.server follows its revoked sessions."""
     if process == "gateway":
         return set(SERVICES)
     tree = ast.parse((ROOT / "services" / process / "server.py").read_text())
-    return {node.args[0].value for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "channel_to"}
+    called = {node.args[0].value for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "channel_to"}
+    return called | ({"identity"} if process != "identity" else set())
 
 
 # What each process needs in a cluster, beyond its defaults (which suit one laptop).
@@ -382,6 +385,10 @@ def test_mtls_is_strict_and_only_the_intended_callers_reach_each_service(overlay
     assert allowed("rag-engine", rag + "IndexChunks") == {"knowledge"}
     assert allowed("rag-engine", rag + "DeleteDocumentChunks") == {"knowledge"}
     assert allowed("rag-engine", rag + "Retrieve") == {"gateway", "conversation", "agent"}
+    identity = "/sagemesh.identity.v1.IdentityService/"
+    assert allowed("identity", identity + "ListRevokedSessions") == {
+        PROCESSES_BY_PROCESS[p] for p in PROCESSES.values() if p != "identity"}
+    assert allowed("identity", identity + "ValidateToken") == {"gateway"}
     # Each service's callers are the processes that open a channel to it, and the gateway.
     for name, process in PROCESSES.items():
         if process == "gateway":
@@ -390,6 +397,8 @@ def test_mtls_is_strict_and_only_the_intended_callers_reach_each_service(overlay
         callers = {PROCESSES_BY_PROCESS[p] for p in PROCESSES.values() if p != process and process in peers_called(p)}
         if process == "rag_engine":
             callers.discard("knowledge")  # it writes the index, and only that (checked above)
+        if process == "identity":
+            callers = {"gateway"}  # the services ask it for revoked sessions, and only that (checked above)
         method = f"/{SERVICES[process].grpc_service}/Anything"
         assert allowed(name, method) == callers, name
 
@@ -436,6 +445,169 @@ def test_a_canary_of_any_one_service_builds_and_validates(component, tmp_path):
     for obj in objects:
         validate(obj)
     named(objects, "Deployment", f"{component}-canary")
-    by_header, by_weight = named(objects, "VirtualService", component)["spec"]["http"]
-    assert [r["destination"]["subset"] for r in by_header["route"]] == ["canary"]
+    routes = named(objects, "VirtualService", component)["spec"]["http"]
+    if component == "gateway":
+        # Nothing at the ingress has verified who sent x-canary: the gateway's canary is reached by weight only.
+        [by_weight] = routes
+    else:
+        by_header, by_weight = routes
+        assert [r["destination"]["subset"] for r in by_header["route"]] == ["canary"]
     assert [(r["destination"]["subset"], r["weight"]) for r in by_weight["route"]] == [("stable", 90), ("canary", 10)]
+    assert image_digest(named(objects, "Deployment", f"{component}-canary")) != \
+        image_digest(named(objects, "Deployment", component))
+
+
+# The security review's deployment items: walls that deny by default, a Secret and a database role
+# per service, backends over TLS, and a production overlay that refuses what a laptop allows.
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def image_digest(deployment: dict[str, Any]) -> str:
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container["image"].rpartition("@")[2]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches `labels` ({} matches everything)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+                   "Exists": key in labels, "DoesNotExist": key not in labels}[operator]
+        if not matched:
+            return False
+    return True
+
+
+def pod_labels(objects, app: str) -> dict[str, str]:
+    return named(objects, "Deployment", app)["spec"]["template"]["metadata"]["labels"]
+
+
+def network_allows(objects, source: str, target: str, port: int) -> bool:
+    """Whether the NetworkPolicies let pods of Deployment `source` open `port` on pods of `target`,
+    both in the namespace: some policy must let it out of the source and some let it into the target."""
+    source_labels, target_labels = pod_labels(objects, source), pod_labels(objects, target)
+
+    def allowed(direction: str, own: dict[str, str], peer: dict[str, str]) -> bool:
+        peers = "from" if direction == "Ingress" else "to"
+        for policy in of_kind(objects, "NetworkPolicy"):
+            spec = policy["spec"]
+            if direction not in spec["policyTypes"] or not selects(spec["podSelector"], own):
+                continue
+            for rule in spec.get(direction.lower(), []):
+                in_namespace = [p for p in rule.get(peers, []) if "namespaceSelector" not in p and "ipBlock" not in p]
+                ports = {p["port"] for p in rule.get("ports", [])}
+                if any(selects(p["podSelector"], peer) for p in in_namespace) and (not ports or port in ports):
+                    return True
+        return False
+
+    return allowed("Egress", source_labels, target_labels) and allowed("Ingress", target_labels, source_labels)
+
+
+def test_nothing_is_reached_unless_a_policy_allows_it(overlay):
+    # Istio: an ALLOW policy without rules matches nothing, so a workload no policy of its own allows
+    # (a debugging pod, one added later) takes no calls; every other policy allows named callers only.
+    deny = named(overlay, "AuthorizationPolicy", "default-deny")
+    assert deny["spec"] == {}
+    for policy in of_kind(overlay, "AuthorizationPolicy"):
+        if policy is not deny:
+            assert policy["spec"]["selector"]["matchLabels"], policy["metadata"]["name"]
+            assert policy["spec"].get("action", "ALLOW") == "ALLOW"
+            for rule in policy["spec"]["rules"]:
+                assert rule["from"] and all(s["source"]["principals"] for s in rule["from"]), policy["metadata"]["name"]
+    # The pod network, below Istio: everything denied both ways, then allowed rule by rule, and no
+    # rule opens an address block (the cloud metadata address, 169.254.169.254, or the internet).
+    assert named(overlay, "NetworkPolicy", "default-deny")["spec"] == {"podSelector": {},
+                                                                      "policyTypes": ["Ingress", "Egress"]}
+    for policy in of_kind(overlay, "NetworkPolicy"):
+        for direction, peers in (("ingress", "from"), ("egress", "to")):
+            for rule in policy["spec"].get(direction, []):
+                assert rule.get(peers), f"{policy['metadata']['name']}: a {direction} rule open to everything"
+                assert not any("ipBlock" in peer for peer in rule[peers]), policy["metadata"]["name"]
+    # Sidecars send only to hosts in the registry: no wildcard namespace, no passthrough.
+    [sidecar] = of_kind(overlay, "Sidecar")
+    assert "workloadSelector" not in sidecar["spec"]
+    assert sidecar["spec"]["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
+    hosts = [host for egress in sidecar["spec"]["egress"] for host in egress["hosts"]]
+    assert hosts and not any(host.startswith("*/") for host in hosts), hosts
+
+
+def test_the_pod_network_lets_each_process_reach_exactly_the_services_it_calls(overlay):
+    for source, source_process in PROCESSES.items():
+        for target, target_process in PROCESSES.items():
+            if target_process == "gateway" or target == source:
+                continue
+            port = SERVICES[target_process].default_port
+            assert network_allows(overlay, source, target, port) == (target_process in peers_called(source_process)), \
+                f"{source} -> {target}:{port}"
+    # The gateway is reached from the ingress gateway only, never from a pod of the namespace.
+    assert not any(network_allows(overlay, source, "gateway", 8080) for source in PROCESSES if source != "gateway")
+
+
+def example_secret_values() -> dict[str, dict[str, str]]:
+    return {doc["metadata"]["name"]: doc["stringData"] for doc in yaml.safe_load_all(EXAMPLE_SECRETS.read_text())}
+
+
+def test_each_service_has_a_secret_and_a_database_role_of_its_own_and_talks_to_backends_over_tls(overlay):
+    secrets_dir = named(overlay, "ConfigMap", "sagemesh-config")["data"]["SAGEMESH_SECRETS_DIR"]
+    values = example_secret_values()
+    mounted: dict[str, str] = {}
+    for deployment, container in containers(overlay):
+        if not is_ours(deployment):
+            continue
+        name = deployment["metadata"]["labels"]["app"]
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        [secret] = [volumes[m["name"]]["secret"]["secretName"] for m in container["volumeMounts"]
+                    if m["mountPath"] == secrets_dir]
+        assert secret == f"sagemesh-{name}", name
+        mounted[name] = secret
+        # Only identity holds the private signing key; the others verify with the public halves.
+        keys = {volumes[m["name"]]["secret"]["secretName"] for m in container["volumeMounts"]
+                if m["mountPath"] == named(overlay, "ConfigMap", "sagemesh-config")["data"]["SAGEMESH_JWT_KEYS_DIR"]}
+        assert keys == {"sagemesh-jwt-signing" if name == "identity" else "sagemesh-jwt-public"}, name
+        # Nothing else reaches the Secrets: no envFrom of one, no variable from one.
+        assert not any("secretRef" in source for source in container.get("envFrom", [])), name
+        assert not any("secretKeyRef" in env.get("valueFrom", {}) for env in container.get("env", [])), name
+    assert len(set(mounted.values())) == len(mounted) == len(PROCESSES)
+    # A database role each: a service broken into exposes its own tables' credentials only.
+    roles = {name: make_url(values[secret]["SAGEMESH_DATABASE_URL"]).username
+             for name, secret in mounted.items() if "SAGEMESH_DATABASE_URL" in values[secret]}
+    assert set(roles) == {"identity", "conversation", "knowledge", "agent"}
+    assert len(set(roles.values())) == len(roles) and "postgres" not in roles.values()
+    for secret in mounted.values():
+        settings = values[secret]
+        if "SAGEMESH_MILVUS_TOKEN" in settings:
+            assert settings["SAGEMESH_MILVUS_TOKEN"].partition(":")[0] not in ("", "root")
+        if "SAGEMESH_REDIS_URL" in settings:
+            assert make_url(settings["SAGEMESH_REDIS_URL"].replace("rediss://", "redis+tls://")).password
+            assert settings["SAGEMESH_REDIS_URL"].startswith("rediss://"), secret
+        if "SAGEMESH_ELASTICSEARCH_URL" in settings:
+            assert settings["SAGEMESH_ELASTICSEARCH_URL"].startswith("https://") and "@" in settings[
+                "SAGEMESH_ELASTICSEARCH_URL"], secret
+    # A variable in the ConfigMap would win over the Secret's file: no secret may be set there too.
+    config = named(overlay, "ConfigMap", "sagemesh-config")["data"]
+    assert not set(config) & {key for settings in values.values() for key in settings}
+
+
+def test_production_refuses_what_a_laptop_allows():
+    objects = built(K8S / "overlays" / "production")
+    config = named(objects, "ConfigMap", "sagemesh-config")["data"]
+    # One database per pod would lose data on restart and split replicas: SQLite is refused.
+    assert config["SAGEMESH_REQUIRE_SHARED_DATABASE"] == "true"
+    # Identity signs with the key named here, which the signing Secret holds.
+    key_id = config["SAGEMESH_JWT_SIGNING_KEY_ID"]
+    assert f"{key_id}.key.pem" in example_secret_values()["sagemesh-jwt-signing"]
+    # TLS 1.2 at least at the ingress, and plain HTTP only redirects there.
+    [ingress] = of_kind(objects, "Gateway")
+    for server in ingress["spec"]["servers"]:
+        if server["port"]["protocol"] == "HTTPS":
+            assert server["tls"]["minProtocolVersion"] in ("TLSV1_2", "TLSV1_3")
+        else:
+            assert server["tls"] == {"httpsRedirect": True}
+    # Every image by digest: the bytes that were tested, whatever a tag points at later.
+    for overlay in OVERLAYS:
+        for obj in built(overlay):
+            for container in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                assert DIGEST.search(container["image"]), f"{overlay.name}: {container['image']}"

@@ -9,6 +9,7 @@ import grpc
 import httpx
 import pytest
 
+from meshkit.server import token_verifier
 from meshkit.settings import MeshSettings
 from tests.conftest import free_port
 from tests.gateway.conftest import MAX_BODY_BYTES, echo_gateway_app, serve_gateway, stop_gateway
@@ -96,12 +97,33 @@ async def test_request_headers_become_metadata(gateway):
     )
     assert reply.status_code == 200, reply.text
     metadata = reply.json()["metadata"]
-    assert metadata["x-canary"] == "true"  # routes the request to canaries at every hop
+    assert "x-canary" not in metadata  # only a verified canary tester's request goes to canaries
     assert metadata["authorization"] == "Bearer t0ken"
     assert metadata["x-correlation-id"] == "acme-7"  # on SAGEMESH_FORWARDED_METADATA by default
     assert metadata["x-request-id"] == "req-1"
     assert metadata["x-forwarded-for"] == "127.0.0.1"
     assert reply.headers["x-request-id"] == "req-1"
+
+
+async def test_x_canary_reaches_the_services_only_from_a_verified_canary_tester(
+        echo_modules, echo_address, keys_dir, tokens):
+    settings = MeshSettings(_env_file=None, jwt_keys_dir=keys_dir)
+    app = echo_gateway_app(echo_modules, {"echo": echo_address}, settings, verifier=token_verifier(settings))
+    server, task, url = await serve_gateway(app)
+    tester, user = (dict(tokens.metadata("acme", canary_tester=is_tester))["authorization"]
+                    for is_tester in (True, False))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            async def forwarded(authorization: str) -> str | None:
+                reply = await client.get("/v1/echo/abc", headers={"Authorization": authorization, "X-Canary": "true"})
+                assert reply.status_code == 200, reply.text
+                return reply.json()["metadata"].get("x-canary")
+
+            assert await forwarded(tester) == "true"  # Istio routes every hop of it to the canaries
+            assert await forwarded(user) is None
+            assert await forwarded(tester[:-4] + "AAAA") is None  # a forged signature
+    finally:
+        await stop_gateway(server, task)
 
 
 async def test_a_request_id_is_made_when_missing_and_returned(gateway):

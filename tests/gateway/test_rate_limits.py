@@ -1,5 +1,6 @@
 """The gateway's rate limits: per user and tenant from a verified token, per
-address without one, per account and address for logins; 429 with
+address without one, per account and address for logins, per address for
+registrations; 429 with
 Retry-After; shared through Redis by every replica; and a Redis outage lets
 requests through rather than refusing them all."""
 
@@ -87,7 +88,8 @@ async def test_a_redis_outage_lets_requests_through(echo_modules, echo_address, 
 async def identity_gateway(identity):
     async with gateway_client(identity_addr=identity.server.address, gateway_services=["identity"],
                               jwt_keys_dir=identity.settings.keys_dir, login_limit_per_account="3/minute",
-                              login_limit_per_address="5/minute") as client:
+                              login_limit_per_address="5/minute",
+                              registration_limit_per_address="3/minute") as client:
         yield client
 
 
@@ -106,3 +108,11 @@ async def test_logins_are_limited_per_account_and_per_address(identity_gateway):
     # Another account from the same address may log in, until the address's own limit.
     assert (await client.post("/api/v1/auth/login", json={"email": other, "password": password})).status_code == 200
     assert (await client.post("/api/v1/auth/login", json={"email": other, "password": password})).status_code == 429
+
+
+async def test_registrations_are_limited_per_address(identity_gateway):
+    emails = [f"reg-{i}-{uuid.uuid4().hex[:8]}@example.com" for i in range(4)]
+    answers = [await identity_gateway.post("/api/v1/auth/register", json={
+        "email": email, "password": "correct horse battery staple"}) for email in emails]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["retry-after"]) >= 1 and "3 per 1 minute" in answers[-1].json()["message"]

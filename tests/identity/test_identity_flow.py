@@ -8,15 +8,18 @@ import uuid
 from datetime import datetime, timezone
 
 import grpc
+import jwt
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from sagemesh.identity.v1 import identity_pb2 as pb
 from services.identity.domain import Role, User
+from services.identity.settings import IdentitySettings
 from services.identity.tokens import AccessTokenIssuer, load_signing_key
-from tests.fixtures.identity import PASSWORD
+from tests.fixtures.identity import PASSWORD, identity_serving
 
 
 def new_email() -> str:
@@ -97,6 +100,37 @@ async def test_logout_revokes_the_session(identity):
         identity.stub.ValidateToken(pb.ValidateTokenRequest(access_token=login.access_token))
     )
     assert validation.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Identity's own interceptor refuses the token at once; the other services learn it below.
+    me = await rpc_error(identity.stub.GetMe(pb.GetMeRequest(), metadata=bearer(login.access_token)))
+    assert me.code() == grpc.StatusCode.UNAUTHENTICATED and "log in again" in me.details()
+
+
+async def test_revoked_sessions_are_listed_while_their_tokens_may_live(identity, monkeypatch):
+    first, second, kept = [await identity.register_and_login(new_email()) for _ in range(3)]
+    before = time.time()
+    for login in (first, second):
+        await identity.stub.Logout(pb.LogoutRequest(refresh_token=login.refresh_token))
+    # A reused refresh token revokes its session as logout does.
+    await identity.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=kept.refresh_token))
+    await rpc_error(identity.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=kept.refresh_token)))
+
+    def session_of(login) -> str:
+        return jwt.decode(login.access_token, options={"verify_signature": False})["sid"]
+
+    listed = await identity.stub.ListRevokedSessions(pb.ListRevokedSessionsRequest())
+    ours = [s for s in listed.sessions if s.session_id in {session_of(x) for x in (first, second, kept)}]
+    assert [s.session_id for s in ours] == [session_of(first), session_of(second), session_of(kept)]
+    ttl = identity.settings.access_token_ttl_seconds
+    for revoked in ours:
+        assert before - 1 <= revoked.revoked_at.ToNanoseconds() / 1e9 <= time.time()
+        assert revoked.tokens_expire_at.ToNanoseconds() - revoked.revoked_at.ToNanoseconds() == ttl * 10**9
+    later = pb.ListRevokedSessionsRequest()
+    later.revoked_after.CopyFrom(ours[1].revoked_at)
+    assert [s.session_id for s in (await identity.stub.ListRevokedSessions(later)).sessions][-2:] == \
+        [session_of(second), session_of(kept)]
+    # Once every token of theirs has expired, they are no longer listed.
+    monkeypatch.setattr(time, "time", lambda: before + ttl + 60)
+    assert not (await identity.stub.ListRevokedSessions(pb.ListRevokedSessionsRequest())).sessions
 
 
 async def test_concurrent_duplicate_registration_creates_one_user(identity):
@@ -248,3 +282,58 @@ async def test_passwords_are_stored_as_argon2id_hashes(identity):
     stored = await identity.password_hash(email)
     assert stored.startswith("$argon2id$")
     assert PASSWORD not in stored
+
+
+@pytest.fixture
+async def one_hash_at_a_time(tmp_path):
+    """Identity with a production-weight hash and room for one hash running and one waiting."""
+    settings = IdentitySettings(_env_file=None, data_dir=tmp_path, listen_port=0, argon2_time_cost=3,
+                                argon2_memory_cost_kib=64 * 1024, argon2_parallelism=1,
+                                argon2_max_concurrent_hashes=1, argon2_max_waiting_hashes=1)
+    async with identity_serving(settings) as serving:
+        yield serving.stub
+
+
+def password_checks_refused() -> float:
+    return REGISTRY.get_sample_value("sagemesh_identity_password_checks_refused_total") or 0.0
+
+
+async def test_password_hashes_beyond_the_bound_are_refused_at_once_not_queued(one_hash_at_a_time):
+    stub = one_hash_at_a_time
+    refused_before = password_checks_refused()
+    calls = [stub.Register(pb.RegisterRequest(email=new_email(), password=PASSWORD)) for _ in range(6)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert 2 <= 6 - len(refused) < 6, outcomes
+    assert all(o.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry" in o.details() for o in refused)
+    assert password_checks_refused() - refused_before == len(refused)
+    assert REGISTRY.get_sample_value("sagemesh_identity_password_checks_in_flight") == 0
+
+
+async def test_a_registration_that_must_fail_is_refused_before_its_password_is_hashed(one_hash_at_a_time):
+    stub = one_hash_at_a_time
+    email = new_email()
+    await stub.Register(pb.RegisterRequest(email=email, password=PASSWORD))
+    await stub.Register(pb.RegisterRequest(email=new_email(), password=PASSWORD, tenant_name="taken-team"))
+    # Were these hashed first, six at once would overflow one running and one waiting.
+    duplicates = [stub.Register(pb.RegisterRequest(email=email, password=PASSWORD)) for _ in range(3)] + \
+        [stub.Register(pb.RegisterRequest(email=new_email(), password=PASSWORD, tenant_name="taken-team"))
+         for _ in range(3)]
+    refused_before = password_checks_refused()
+    outcomes = await asyncio.gather(*duplicates, return_exceptions=True)
+    assert {o.code() for o in outcomes} == {grpc.StatusCode.ALREADY_EXISTS}
+    assert password_checks_refused() == refused_before
+
+
+async def test_only_the_named_canary_testers_tokens_say_so(tmp_path):
+    settings = IdentitySettings(_env_file=None, data_dir=tmp_path, listen_port=0, argon2_time_cost=1,
+                                argon2_memory_cost_kib=8 * 1024, argon2_parallelism=1,
+                                canary_testers=["Tess@Example.com"])
+    claims = {}
+    async with identity_serving(settings) as identity:
+        for email in ("tess@example.com", "ursula@example.com"):
+            await identity.stub.Register(pb.RegisterRequest(email=email, password=PASSWORD))
+            login = await identity.stub.Login(pb.LoginRequest(email=email, password=PASSWORD))
+            claims[email] = jwt.decode(login.access_token, options={"verify_signature": False})
+    assert claims["tess@example.com"]["canary_tester"] is True
+    assert "canary_tester" not in claims["ursula@example.com"]
