@@ -26,7 +26,11 @@ class IdentityRevocations:
         request = pb.ListRevokedSessionsRequest()
         if since is not None:
             request.revoked_after.FromNanoseconds(int(since * 1e9))
-        reply = await self.stub.ListRevokedSessions(request, timeout=self.timeout_seconds)
+        try:
+            reply = await self.stub.ListRevokedSessions(request, timeout=self.timeout_seconds)
+        except grpc.aio.AioRpcError as error:
+            # For the log line, in a line: gRPC's own text spans several.
+            raise ConnectionError(f"{error.code().name}: {error.details()}") from None
         page = [Revocation(s.session_id, _seconds(s.revoked_at), _seconds(s.tokens_expire_at))
                 for s in reply.sessions]
         return page, 0 < reply.limit <= len(page)

@@ -11,6 +11,8 @@ from enum import IntEnum
 
 from google.rpc import code_pb2
 
+from sagemesh_sdk.busy import Busy
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -59,11 +61,18 @@ class CliError(Exception):
 
 class ApiError(CliError):
     """A call the mesh refused or could not serve. `code` is the gRPC status
-    code's name; `origin` what the user saw it as ("HTTP 404", "NOT_FOUND")."""
+    code's name; `origin` what the user saw it as ("HTTP 404", "NOT_FOUND");
+    `busy` when the mesh refused it for being busy (a rate limit, load shed),
+    so that it is worth making again later."""
 
-    def __init__(self, message: str, code: str, origin: str = "") -> None:
+    def __init__(self, message: str, code: str, origin: str = "", busy: Busy | None = None) -> None:
         super().__init__(message, _EXIT_BY_CODE.get(code, ExitCode.FAILED), origin or code)
         self.code = code
+        self.busy = busy
+
+
+def busy_of(error: Exception) -> Busy | None:
+    return error.busy if isinstance(error, ApiError) else None
 
 
 def code_name(number: int) -> str:

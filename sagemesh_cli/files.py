@@ -1,9 +1,10 @@
 """Which files an upload takes, and their checksums.
 
 Folders are walked recursively, leaving out hidden files and folders (.git,
-.DS_Store, …). Only the types the knowledge service parses are taken; anything
-else is set aside with its reason, so that a folder upload does not fail on a
-stray .docx. A file named on the command line is taken even when hidden.
+.DS_Store, …). Only the types the knowledge service parses are taken (it lists
+them: ListSupportedTypes); anything else is set aside with its reason, and so
+are empty files, so that a folder upload does not fail on a stray file. A file
+named on the command line is taken even when hidden.
 """
 
 from __future__ import annotations
@@ -14,12 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagemesh_cli.errors import CliError, ExitCode
-
-# The extensions the knowledge service accepts (services/knowledge/parsers SUPPORTED). Kept
-# here rather than imported: the CLI is a client and does not load the service's parsers
-# (pypdf, lxml). tests/cli/test_files.py fails when the two lists part.
-SUPPORTED_EXTENSIONS = frozenset({".txt", ".text", ".log", ".md", ".markdown", ".html", ".htm", ".pdf",
-                                  ".jsonl", ".ndjson"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +31,9 @@ class SetAside:
     reason: str
 
 
-def collect(paths: list[Path]) -> tuple[list[LocalFile], list[SetAside]]:
-    """The files to upload under `paths`, and those left out with the reason."""
+def collect(paths: list[Path], extensions: frozenset[str]) -> tuple[list[LocalFile], list[SetAside]]:
+    """The files to upload under `paths` whose extension is one of `extensions` (".pdf"), and
+    those left out with the reason."""
     taken: list[LocalFile] = []
     left_out: list[SetAside] = []
     seen: set[Path] = set()
@@ -54,12 +50,12 @@ def collect(paths: list[Path]) -> tuple[list[LocalFile], list[SetAside]]:
             if real in seen:
                 continue
             seen.add(real)
-            if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            if path.suffix.lower() not in extensions:
                 left_out.append(SetAside(shown, "not a supported type"))
                 continue
             size = path.stat().st_size
             if size == 0:
-                left_out.append(SetAside(shown, "empty"))
+                left_out.append(SetAside(shown, "empty: there is nothing to index"))
                 continue
             taken.append(LocalFile(path, shown, size))
     return taken, left_out

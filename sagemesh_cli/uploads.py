@@ -4,10 +4,15 @@ and, when asked, waiting until each is indexed.
 Resumable by checksum, with nothing kept locally: the knowledge service
 stores every document's SHA-256 and lists it (Document.sha256), so an upload
 starts by listing the base and skips every file whose checksum is already
-there. A run that was interrupted, or failed halfway, is finished by running it
-again. Of two files with the same content in one run, the first goes. Content
-that arrives from elsewhere meanwhile is caught by the service, which answers
-`duplicate` and keeps the existing document.
+there, unless its ingestion failed: that file is sent again, and the service
+ingests it again. A run that was interrupted, or failed halfway, is finished
+by running it again. Of two files with the same content in one run, the first
+goes. Content that arrives from elsewhere meanwhile is caught by the service,
+which answers `duplicate` and keeps the existing document.
+
+A busy mesh (429, Retry-After) is waited out by the transport, every call
+holding back together (sagemesh_sdk.busy), so a large folder finishes under
+the gateway's rate limits.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ class Uploader:
             return Outcome(file.shown, "failed", error.line().removeprefix("error: "), sha256=checksum)
         except OSError as error:
             return Outcome(file.shown, "failed", _unreadable(error), sha256=checksum)
+        if reply.get("retried"):
+            return Outcome(file.shown, "uploaded", "its earlier upload had failed: ingesting it again",
+                           reply["documentId"], checksum, reply.get("status", ""))
         # Duplicate: the same content arrived since the base was listed (another client's upload).
         return Outcome(file.shown, "skipped" if reply.get("duplicate") else "uploaded",
                        "already in the base" if reply.get("duplicate") else "",
@@ -148,8 +156,10 @@ def _decide(file: LocalFile, checksum: str | OSError, in_base: dict[str, dict],
     """The file's outcome when it is not to be sent; None when it is (and then it claims its checksum)."""
     if isinstance(checksum, OSError):
         return Outcome(file.shown, "failed", _unreadable(checksum))
-    if checksum in in_base:
-        return _already_there(file.shown, checksum, in_base[checksum])
+    # A file whose earlier upload failed is sent again: the service ingests it again.
+    if checksum in in_base and in_base[checksum].get("status") != FAILED:
+        return Outcome(file.shown, "skipped", "already in the base", in_base[checksum]["id"], checksum,
+                       in_base[checksum].get("status", ""))
     if checksum in claimed:
         return Outcome(file.shown, "skipped", f"same content as {claimed[checksum]}", sha256=checksum)
     claimed[checksum] = file.shown
@@ -158,11 +168,3 @@ def _decide(file: LocalFile, checksum: str | OSError, in_base: dict[str, dict],
 
 def _unreadable(error: OSError) -> str:
     return f"cannot read it: {error.strerror or error}"
-
-
-def _already_there(shown: str, checksum: str, document: dict) -> Outcome:
-    # A document whose ingestion failed stays in the base: skipping its file would hide that.
-    if document.get("status") == FAILED:
-        return Outcome(shown, "failed", f"already in the base, but indexing it failed: "
-                       f"{document.get('error') or 'no reason given'}", document["id"], checksum, FAILED)
-    return Outcome(shown, "skipped", "already in the base", document["id"], checksum, document.get("status", ""))

@@ -1,5 +1,6 @@
 """What the client adds to every call: the mesh's deadline when the caller
-sets none, and the caller's access token, renewed when it expires."""
+sets none, the caller's access token, renewed when it expires, and patience
+with a busy mesh (sagemesh_sdk.busy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import grpc
 from meshkit.channel_policy import ChannelPolicy, call_details, rewriting_interceptors
 from meshkit.errors import ACCESS_TOKEN_EXPIRED
 from meshkit.topology import PUBLIC_METHODS
+from sagemesh_sdk.busy import Busy, BusyGate
 from sagemesh_sdk.session import Session
 
 AUTHORIZATION = "authorization"
@@ -47,12 +49,44 @@ class _RenewOnExpiry(grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
-def client_interceptors(session: Session, policy: ChannelPolicy) -> list[grpc.aio.ClientInterceptor]:
+def busy_of(error: Exception) -> Busy | None:
+    """A refusal because the mesh is busy (a server shedding load, a bound on password checks);
+    gRPC's own RESOURCE_EXHAUSTED for a message over the size limit is not one."""
+    if not isinstance(error, grpc.aio.AioRpcError) or error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    if "larger than max" in (error.details() or ""):
+        return None
+    retry_after = dict(error.trailing_metadata() or ()).get("retry-after")
+    try:
+        return Busy(float(retry_after) if retry_after else None)
+    except ValueError:
+        return Busy()
+
+
+class _WaitWhenBusy(grpc.aio.UnaryUnaryClientInterceptor):
+    """Makes a unary call refused as busy again, after the wait the gate says (a stream cannot be
+    replayed: its caller decides)."""
+
+    def __init__(self, gate: BusyGate) -> None:
+        self.gate = gate
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        async def attempt():
+            call = await continuation(details, request)
+            await call  # raises the call's error
+            return call
+
+        return await self.gate.call(attempt, busy_of)
+
+
+def client_interceptors(session: Session, policy: ChannelPolicy,
+                        gate: BusyGate | None = None) -> list[grpc.aio.ClientInterceptor]:
     async def deadline_and_token(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if _wants_session_token(details) and (token := await session.token()):
             metadata[AUTHORIZATION] = f"Bearer {token}"
         return call_details(details, policy.timeout_of(details), metadata)
 
-    # Renewal outermost, so that the call it makes again gets the new token.
-    return [_RenewOnExpiry(session), *rewriting_interceptors(deadline_and_token)]
+    # Waiting outermost and renewal next, so that every call made again gets the current token.
+    waiting = [_WaitWhenBusy(gate)] if gate is not None else []
+    return [*waiting, _RenewOnExpiry(session), *rewriting_interceptors(deadline_and_token)]

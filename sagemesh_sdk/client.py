@@ -17,6 +17,7 @@ from sagemesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from sagemesh_sdk.addresses import service_addresses
+from sagemesh_sdk.busy import BusyGate, BusyRetry
 from sagemesh_sdk.calls import client_interceptors
 from sagemesh_sdk.session import Session, Tokens
 
@@ -34,7 +35,9 @@ class Client:
     of an earlier login (renewed when they expire). `tls` is True for the
     system's roots or the ChannelCredentials to use; plaintext otherwise.
     `policy` is the mesh's own unless given; `interceptors` run after the
-    client's own (tracing, say). Make it inside the event loop that uses it:
+    client's own (tracing, say). A unary call refused as busy
+    (RESOURCE_EXHAUSTED) is made again after a backoff, as `busy` says
+    (sagemesh_sdk.busy; None: never). Make it inside the event loop that uses it:
     grpc.aio channels belong to one loop.
 
     Failed calls raise grpc.aio.AioRpcError, with .code() and .details().
@@ -49,11 +52,14 @@ class Client:
         tls: bool | grpc.ChannelCredentials = False,
         policy: ChannelPolicy = ChannelPolicy(),
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        busy: BusyRetry | None = BusyRetry(),
     ) -> None:
         self.addresses = service_addresses(address, addresses)
         self._session = Session(token if isinstance(token, Tokens) else Tokens(token), self._refresh)
         credentials = grpc.ssl_channel_credentials() if tls is True else tls or None
-        every_call = [*client_interceptors(self._session, policy), *interceptors]
+        # One gate for the whole client: when the mesh says it is busy, every call waits.
+        self.busy_gate = BusyGate(busy) if busy is not None else None
+        every_call = [*client_interceptors(self._session, policy, self.busy_gate), *interceptors]
         # One channel per distinct address: behind one ingress, every stub shares it.
         self._channels = {target: open_channel(target, policy, every_call, credentials=credentials)
                           for target in dict.fromkeys(self.addresses.values())}

@@ -43,7 +43,8 @@ def upload(paths: tuple[Path, ...], kb: str, concurrency: int, wait: bool, json_
     """
 
     async def work(session: Session) -> ExitCode:
-        files, left_out = collect(list(paths))
+        types = await session.transport.supported_types()
+        files, left_out = collect(list(paths), frozenset(e for t in types for e in t.get("extensions", [])))
         (base,) = await knowledge_bases.resolve(session.transport, [kb])
         set_aside = [Outcome(item.shown, "skipped", item.reason) for item in left_out]
         if session.out.json_mode:

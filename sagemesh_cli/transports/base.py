@@ -78,6 +78,10 @@ class Transport(ABC):
     async def document(self, document_id: str) -> dict: ...
 
     @abstractmethod
+    async def supported_types(self) -> list[dict]:
+        """The file types uploads may be: [{"contentType", "extensions": [".pdf"], "aliases"}]."""
+
+    @abstractmethod
     def watch_document_status(self, document_id: str) -> AsyncIterator[dict]:
         """The document's status now, then on every change until indexed or failed."""
 

@@ -30,7 +30,7 @@ from sagemesh.knowledge.v1 import knowledge_pb2
 from sagemesh.rag_engine.v1 import rag_engine_pb2
 
 from sagemesh_cli.credentials import Credentials
-from sagemesh_cli.errors import ApiError, CliError, ExitCode
+from sagemesh_cli.errors import ApiError, CliError, ExitCode, busy_of
 from sagemesh_cli.transports.base import (
     ANSWER_SECONDS,
     PAGE_SIZE,
@@ -41,6 +41,8 @@ from sagemesh_cli.transports.base import (
     Transport,
 )
 from sagemesh_sdk import Client
+from sagemesh_sdk.busy import BusyGate
+from sagemesh_sdk.calls import busy_of as sdk_busy_of
 
 DEFAULT = "default"
 
@@ -65,11 +67,13 @@ class GrpcTransport(Transport):
     def __init__(self, spec: str, credentials: Credentials) -> None:
         address, addresses = parse_addresses(spec)
         try:
-            self.client = Client(address, addresses=addresses)
+            # Waiting when busy is the transport's, for streams too, not the SDK's for unary calls only.
+            self.client = Client(address, addresses=addresses, busy=None)
         except ValueError as error:
             raise CliError(f"--grpc: {error}", ExitCode.USAGE) from None
         self.credentials = credentials
         self.describe = f"gRPC at {address}" if address else "the services over gRPC"
+        self.gate = BusyGate()
 
     async def close(self) -> None:
         await self.client.close()
@@ -132,6 +136,10 @@ class GrpcTransport(Transport):
         request = knowledge_pb2.GetDocumentRequest(document_id=document_id)
         return (await self._unary("knowledge", self.client.knowledge.GetDocument, request))["document"]
 
+    async def supported_types(self) -> list[dict]:
+        request = knowledge_pb2.ListSupportedTypesRequest()
+        return (await self._unary("knowledge", self.client.knowledge.ListSupportedTypes, request))["types"]
+
     def watch_document_status(self, document_id: str) -> AsyncIterator[dict]:
         request = knowledge_pb2.WatchDocumentStatusRequest(document_id=document_id)
         return self._stream("knowledge", self.client.knowledge.WatchDocumentStatus, request, WATCH_SECONDS)
@@ -181,9 +189,12 @@ class GrpcTransport(Transport):
                 raise self._error(service, error) from None
             return _as_json(reply)
 
-        if not auth:
-            return await attempt(None)
-        return await self.credentials.authorized(self.refresh, attempt)
+        async def call() -> dict:
+            if not auth:
+                return await attempt(None)
+            return await self.credentials.authorized(self.refresh, attempt)
+
+        return await self.gate.call(call, busy_of)
 
     async def _stream(self, service: str, method: Callable, request: Message, timeout: float) -> AsyncIterator[dict]:
         async def first_reply(token: str) -> tuple[grpc.aio.UnaryStreamCall, object]:
@@ -195,7 +206,7 @@ class GrpcTransport(Transport):
             except grpc.aio.AioRpcError as error:
                 raise self._error(service, error) from None
 
-        call, reply = await self.credentials.authorized(self.refresh, first_reply)
+        call, reply = await self.gate.call(lambda: self.credentials.authorized(self.refresh, first_reply), busy_of)
         try:
             while reply is not grpc.aio.EOF:
                 yield _as_json(reply)
@@ -211,7 +222,7 @@ class GrpcTransport(Transport):
         if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in message.lower():
             message = (f"cannot reach the {service} service at {self.client.addresses[service]}: "
                        "is `make run` running?")
-        return ApiError(message, code.name)
+        return ApiError(message, code.name, busy=sdk_busy_of(error))
 
 
 def _authorization(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from sagemesh_cli.credentials import Credentials
-from sagemesh_cli.errors import ApiError, code_name
+from sagemesh_cli.errors import ApiError, busy_of, code_name
 from sagemesh_cli.transports.base import (
     ANSWER_SECONDS,
     PAGE_SIZE,
@@ -26,6 +26,7 @@ from sagemesh_cli.transports.base import (
     FilePieces,
     Transport,
 )
+from sagemesh_sdk.busy import Busy, BusyGate
 
 # Answers and agent runs may take minutes (the conversation service allows 120 s);
 # connecting must not: an unreachable gateway is reported at once.
@@ -47,6 +48,8 @@ class RestTransport(Transport):
         self.describe = f"the gateway at {self.url}"
         self.credentials = credentials
         self.client = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
+        # Over a rate limit (429), every call of this command waits as Retry-After says.
+        self.gate = BusyGate()
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -104,6 +107,9 @@ class RestTransport(Transport):
 
     async def document(self, document_id: str) -> dict:
         return await self._json("GET", f"/api/v1/knowledge/documents/{document_id}")
+
+    async def supported_types(self) -> list[dict]:
+        return (await self._json("GET", "/api/v1/knowledge/supported-types")).get("types", [])
 
     def watch_document_status(self, document_id: str) -> AsyncIterator[dict]:
         return self._stream("GET", f"/api/v1/knowledge/documents/{document_id}/status:watch",
@@ -184,9 +190,12 @@ class RestTransport(Transport):
                 raise _api_error(response)
             return response
 
-        if not auth:
-            return await attempt(None)
-        return await self.credentials.authorized(self.refresh, attempt)
+        async def call() -> httpx.Response:
+            if not auth:
+                return await attempt(None)
+            return await self.credentials.authorized(self.refresh, attempt)
+
+        return await self.gate.call(call, busy_of)
 
     async def _send(self, method: str, path: str, token: str | None, content: Callable | None,
                     request: dict) -> httpx.Response:
@@ -223,12 +232,22 @@ async def _lines(response: httpx.Response, describe: str) -> AsyncIterator[str]:
 
 def _api_error(response: httpx.Response) -> ApiError:
     origin = f"HTTP {response.status_code}"
+    # 429 only: a 413 is RESOURCE_EXHAUSTED too, and no wait makes a file smaller.
+    busy = Busy(_seconds(response.headers.get("retry-after"))) if response.status_code == 429 else None
     try:
         status = response.json()
-        return ApiError(str(status["message"]), code_name(int(status["code"])), origin)
+        return ApiError(str(status["message"]), code_name(int(status["code"])), origin, busy)
     except (ValueError, KeyError, TypeError):
         message = response.text.strip()[:200] or response.reason_phrase
-        return ApiError(message, _CODE_BY_HTTP_STATUS.get(response.status_code, "UNKNOWN"), origin)
+        return ApiError(message, _CODE_BY_HTTP_STATUS.get(response.status_code, "UNKNOWN"), origin, busy)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """Retry-After in seconds (its HTTP-date form is not one the gateway sends)."""
+    try:
+        return max(0.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None
 
 
 def _unreachable(error: httpx.TransportError, describe: str) -> ApiError:

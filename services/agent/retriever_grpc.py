@@ -20,4 +20,5 @@ class GrpcRetriever:
     async def retrieve(self, query: str, kb_ids: Sequence[str], top_k: int) -> list[dict[str, Any]]:
         reply = await self.stub.Retrieve(pb.RetrieveRequest(query=query, kb_ids=list(kb_ids), top_k=top_k))
         return [{"document_id": r.document_id, "chunk_id": r.chunk_id, "title": r.title, "content": r.content,
-                 "page": r.page, "score": round(r.score, 6)} for r in reply.results]
+                 "filename": r.filename, "location": r.location, "page": r.page, "score": round(r.score, 6)}
+                for r in reply.results]

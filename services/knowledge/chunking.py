@@ -130,12 +130,14 @@ class ChunkText:
     # 0-based order in the document.
     position: int
     token_count: int
+    # Where a citation of it points: "page 3", "slide 2", "sheet Budget" (Section.cited_as).
+    location: str = ""
 
 
 def chunk_document(document: ParsedDocument, settings: ChunkingSettings, counter: TokenCounter) -> list[ChunkText]:
     """The document's chunks, in order; sections of nothing but whitespace are left out."""
     return [
-        ChunkText(text, section.headings, section.page, position, tokens)
+        ChunkText(text, section.headings, section.page, position, tokens, section.cited_as)
         for position, (section, text, tokens) in enumerate(_chunks(document, settings, counter))
     ]
 
@@ -152,7 +154,7 @@ def _chunks(document: ParsedDocument, settings: ChunkingSettings,
         if not count:
             continue  # nothing the model reads: control characters, say
         first = packed[0][0] if packed else None
-        if first and (section.headings != first.headings or section.page != first.page
+        if first and (section.headings != first.headings or section.cited_as != first.cited_as
                       or packed_tokens + count > settings.max_tokens):
             # Tokens do not run across whitespace, so the joined text counts as its parts do.
             yield packed[0][0], SECTION_SEPARATOR.join(t for _, t in packed), packed_tokens

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+
+# A document's metadata: keys as filters name them, values and their number bounded.
+METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+MAX_METADATA_KEYS = 32
+MAX_METADATA_VALUE = 512
+
+
+def file_metadata(found: dict[str, str]) -> dict[str, str]:
+    """What a file says of itself (an e-mail's sender and subject), as metadata: keys that break
+    the rules left out, values cut to the bound."""
+    return {key: value[:MAX_METADATA_VALUE] for key, value in found.items() if METADATA_KEY.match(key)}
 
 
 class DocumentStatus(enum.Enum):
@@ -48,6 +60,16 @@ class StageTimings:
 
 
 @dataclass(frozen=True)
+class Uploaded:
+    """What an upload made: the document, and whether the base held the same content already
+    (`duplicate`) and was ingesting it again because that upload had failed (`retried`)."""
+
+    document: Document
+    duplicate: bool = False
+    retried: bool = False
+
+
+@dataclass(frozen=True)
 class Document:
     id: str
     tenant_id: str
@@ -64,6 +86,8 @@ class Document:
     vector_count: int = 0
     # Why it failed, or, while pending again, why the last attempt must be retried.
     error: str = ""
+    # What a person should know about how the file was read; the document is indexed all the same.
+    warnings: tuple[str, ...] = ()
     timings: StageTimings = StageTimings()
     # Bumped by every reparse, so a worker still busy with an older run cannot
     # overwrite the newer one's status.

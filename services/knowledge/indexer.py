@@ -18,7 +18,7 @@ class IndexRejected(Exception):
 
 class ChunkIndexer(Protocol):
     async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[ChunkText],
-                    title: str, metadata: dict[str, str]) -> int:
+                    title: str, metadata: dict[str, str], filename: str) -> int:
         """Replaces the document's chunks in the index with these; returns how
         many vectors the index now holds for the document."""
 

@@ -37,7 +37,7 @@ class GrpcChunkIndexer:
             raise IndexRejected(message) from error
 
     async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[ChunkText],
-                    title: str, metadata: dict[str, str]) -> int:
+                    title: str, metadata: dict[str, str], filename: str) -> int:
         # Chunks left by an earlier run (a crash mid-way, a reparse that cut
         # the text differently) must not outlive this one.
         await self.delete_document(tenant_id, kb_id, document_id)
@@ -46,7 +46,8 @@ class GrpcChunkIndexer:
             reply = await self._call(self.stub.IndexChunks, pb.IndexChunksRequest(
                 tenant_id=tenant_id, kb_id=kb_id, document_id=document_id,
                 chunks=[pb.Chunk(chunk_id=chunk_id(document_id, c.position), text=c.text, title=title,
-                                 headings=list(c.headings), page=c.page, position=c.position, metadata=metadata)
+                                 headings=list(c.headings), page=c.page, position=c.position, metadata=metadata,
+                                 filename=filename, location=c.location)
                         for c in chunks[start:start + self.batch_size]],
             ))
             vectors = reply.vector_count

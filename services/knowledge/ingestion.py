@@ -33,7 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from meshkit.timing import ms_since
 from services.knowledge.blobs import BlobStore
 from services.knowledge.chunking import ChunkingSettings
-from services.knowledge.domain import DocumentStatus, StageTimings
+from services.knowledge.domain import DocumentStatus, StageTimings, file_metadata
 from services.knowledge.indexer import ChunkIndexer, IndexRejected, IndexUnavailable
 from services.knowledge.metrics import INGESTED, STAGE_SECONDS, record_counts
 from services.knowledge.parsers import ParseError, UnsupportedType
@@ -246,13 +246,17 @@ class IngestionWorker:
             if not chunks:
                 raise Failed("the document has no text to index")
             chunk_ms = ms_since(started)
+            # What the file says of itself (an e-mail's sender and subject) is metadata too; what the
+            # uploader said wins.
+            metadata = {**file_metadata(parsed.metadata), **document.metadata}
 
             await self._stage(claim, DocumentStatus.INDEXING)
             started = time.perf_counter()
             with tracer.start_as_current_span("knowledge.index", attributes={"chunks": len(chunks)}) as span:
                 try:
                     vectors = await self.indexer.index(document.tenant_id, document.kb_id, document.id, chunks,
-                                                       parsed.title or document.filename, document.metadata)
+                                                       parsed.title or document.filename, metadata,
+                                                       document.filename)
                     self._index_failures = 0
                 except IndexRejected as error:
                     log.error("document %s: the index refused its chunks: %s", document.id, error)
@@ -283,7 +287,8 @@ class IngestionWorker:
                                       "an internal error interrupted ingestion" + RETRYING)
             return
         await self._settle(claim, DocumentStatus.INDEXED, chunk_count=len(chunks), vector_count=vectors,
-                           timings=StageTimings(parse_ms, chunk_ms, index_ms))
+                           timings=StageTimings(parse_ms, chunk_ms, index_ms), warnings=parsed.warnings,
+                           metadata=metadata)
 
     async def _settle(self, claim: Claim, status: DocumentStatus, **outcome) -> None:
         _record_outcome(status.value, outcome.get("timings"))

@@ -17,17 +17,23 @@ from meshkit.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from services.knowledge.blobs import BlobStore, TooLarge
 from services.knowledge.chunking import ChunkingSettings
 from meshkit.paging import Page
-from services.knowledge.domain import Document, KnowledgeBase
+from services.knowledge.domain import (
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    METADATA_KEY,
+    Document,
+    DocumentStatus,
+    KnowledgeBase,
+    Uploaded,
+)
 from services.knowledge.indexer import ChunkIndexer, IndexUnavailable
 from services.knowledge.parsers import UnsupportedType, resolve_content_type
 from services.knowledge.status_board import StatusBoard
 from services.knowledge.store import DuplicateName, KnowledgeBaseGone, KnowledgeStore, NewDocument
 
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 KB_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
 # Metadata keys become filterable fields in the rag_engine: the same rule as its filters.
-METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-MAX_METADATA_KEYS = 32
-MAX_METADATA_VALUE = 512
 MAX_FILENAME = 255
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 2000
@@ -123,9 +129,11 @@ class Library:
             raise NotFound(f"knowledge base {kb_id!r} not found")
         return found
 
-    async def list_knowledge_bases(self, tenant_id: str, page_size: int, page_token: str) -> Page[KnowledgeBase]:
+    async def list_knowledge_bases(self, tenant_id: str, page_size: int, page_token: str,
+                                   name: str = "") -> Page[KnowledgeBase]:
         size = paging.page_size(page_size)
-        items = await self.store.list_knowledge_bases(tenant_id, size + 1, paging.decode_token(page_token))
+        items = await self.store.list_knowledge_bases(tenant_id, size + 1, paging.decode_token(page_token),
+                                                      name.strip())
         return paging.page_of(items, size, _created)
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> None:
@@ -141,9 +149,10 @@ class Library:
 
     # Documents.
 
-    async def upload(self, tenant_id: str, upload: Upload, content: AsyncIterator[bytes]) -> tuple[Document, bool]:
-        """Keeps the file and queues it for ingestion; returns the document
-        and whether the base already held the same content."""
+    async def upload(self, tenant_id: str, upload: Upload, content: AsyncIterator[bytes]) -> Uploaded:
+        """Keeps the file and queues it for ingestion. The same content uploaded again is the
+        document already in the base; if that one failed, it is ingested again (the cause may
+        have been fixed since: a parser, a limit, a backend that was down)."""
         filename = _filename(upload.filename)
         try:
             content_type = resolve_content_type(filename, upload.content_type)
@@ -171,7 +180,11 @@ class Library:
             raise NotFound(f"knowledge base {upload.kb_id!r} was deleted during the upload") from None
         if not duplicate:
             self.queued()
-        return document, duplicate
+            return Uploaded(document)
+        if document.status == DocumentStatus.FAILED:
+            restarted = await self.reparse(tenant_id, document.id)
+            return Uploaded(restarted, duplicate=True, retried=True)
+        return Uploaded(document, duplicate=True)
 
     async def document(self, tenant_id: str, document_id: str) -> Document:
         found = await self.store.document(tenant_id, document_id) if document_id else None
@@ -179,11 +192,16 @@ class Library:
             raise NotFound(f"document {document_id!r} not found")
         return found
 
-    async def list_documents(self, tenant_id: str, kb_id: str, page_size: int, page_token: str) -> Page[Document]:
+    async def list_documents(self, tenant_id: str, kb_id: str, page_size: int, page_token: str,
+                             sha256: str = "") -> Page[Document]:
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token)
+        sha256 = sha256.strip().lower()
+        if sha256 and not SHA256.match(sha256):
+            raise InvalidArgument("must be 64 hexadecimal digits", field="sha256")
         await self.knowledge_base(tenant_id, kb_id)
-        return paging.page_of(await self.store.list_documents(tenant_id, kb_id, size + 1, after), size, _created)
+        documents = await self.store.list_documents(tenant_id, kb_id, size + 1, after, sha256)
+        return paging.page_of(documents, size, _created)
 
     async def delete_document(self, tenant_id: str, document_id: str) -> None:
         document = await self.document(tenant_id, document_id)

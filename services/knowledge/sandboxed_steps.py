@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,11 @@ class SandboxedSteps:
         self.sandbox = sandbox
         self.limits = limits
         self.tokenizer = tokenizer_file(tokenizer)
+        # For the workers, which start on the sandbox's first call with this environment:
+        # OpenBLAS (numpy's, which the spreadsheet parsers import, and OpenCV's, which OCR does)
+        # reserves buffers for a thread per core when it loads, 40 MiB of the workers' memory
+        # limit for linear algebra that parsing does not do.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     async def parse(self, content: bytes, content_type: str) -> ParsedDocument:
         """Raises StepStopped, or ParseError or UnsupportedType as `parse` does."""

@@ -11,6 +11,7 @@ from sagemesh.knowledge.v1 import knowledge_pb2 as pb
 from sagemesh.knowledge.v1 import knowledge_pb2_grpc
 from services.knowledge.domain import Document, DocumentStatus, KnowledgeBase
 from services.knowledge.library import Library, Upload
+from services.knowledge.parsers import supported_types
 
 STATUSES = {
     DocumentStatus.PENDING: pb.DOCUMENT_STATUS_PENDING,
@@ -43,7 +44,7 @@ def document_message(document: Document) -> pb.Document:
         size_bytes=document.size_bytes, sha256=document.sha256, status=STATUSES[document.status],
         chunk_count=document.chunk_count, vector_count=document.vector_count, error=document.error,
         timings=_timings(document), metadata=document.metadata, created_at=timestamp(document.created_at),
-        updated_at=timestamp(document.updated_at),
+        updated_at=timestamp(document.updated_at), warnings=document.warnings,
     )
 
 
@@ -51,7 +52,7 @@ def status_message(document: Document) -> pb.GetDocumentStatusResponse:
     return pb.GetDocumentStatusResponse(
         document_id=document.id, status=STATUSES[document.status], chunk_count=document.chunk_count,
         vector_count=document.vector_count, error=document.error, timings=_timings(document),
-        updated_at=timestamp(document.updated_at),
+        updated_at=timestamp(document.updated_at), warnings=document.warnings,
     )
 
 
@@ -80,7 +81,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
     async def ListKnowledgeBases(self, request, context) -> pb.ListKnowledgeBasesResponse:
         page = await self.library.list_knowledge_bases(current_principal().tenant_id, request.page_size,
-                                                       request.page_token)
+                                                       request.page_token, request.name)
         return pb.ListKnowledgeBasesResponse(knowledge_bases=[knowledge_base_message(kb) for kb in page.items],
                                              next_page_token=page.next_page_token)
 
@@ -94,13 +95,13 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if first is None or first.WhichOneof("payload") != "metadata":
             raise InvalidArgument("the first message must carry the document's metadata", field="metadata")
         meta = first.metadata
-        document, duplicate = await self.library.upload(
+        uploaded = await self.library.upload(
             current_principal().tenant_id,
             Upload(meta.kb_id, meta.filename, meta.content_type, dict(meta.metadata)),
             _file_pieces(requests),
         )
-        return pb.UploadDocumentResponse(document_id=document.id, status=STATUSES[document.status],
-                                         duplicate=duplicate)
+        return pb.UploadDocumentResponse(document_id=uploaded.document.id, status=STATUSES[uploaded.document.status],
+                                         duplicate=uploaded.duplicate, retried=uploaded.retried)
 
     async def GetDocument(self, request, context) -> pb.GetDocumentResponse:
         document = await self.library.document(current_principal().tenant_id, request.document_id)
@@ -115,7 +116,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
     async def ListDocuments(self, request, context) -> pb.ListDocumentsResponse:
         page = await self.library.list_documents(current_principal().tenant_id, request.kb_id, request.page_size,
-                                                 request.page_token)
+                                                 request.page_token, request.sha256)
         return pb.ListDocumentsResponse(documents=[document_message(d) for d in page.items],
                                         next_page_token=page.next_page_token)
 
@@ -126,3 +127,8 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
     async def ReparseDocument(self, request, context) -> pb.ReparseDocumentResponse:
         document = await self.library.reparse(current_principal().tenant_id, request.document_id)
         return pb.ReparseDocumentResponse(document_id=document.id, status=STATUSES[document.status])
+
+    async def ListSupportedTypes(self, request, context) -> pb.ListSupportedTypesResponse:
+        return pb.ListSupportedTypesResponse(types=[
+            pb.SupportedType(content_type=t.content_type, extensions=t.extensions, aliases=t.aliases)
+            for t in supported_types()])

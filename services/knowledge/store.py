@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -55,7 +56,9 @@ class KnowledgeStore(Protocol):
 
     async def knowledge_base(self, tenant_id: str, kb_id: str) -> KnowledgeBase | None: ...
 
-    async def list_knowledge_bases(self, tenant_id: str, limit: int, after: Cursor | None) -> list[KnowledgeBase]: ...
+    async def list_knowledge_bases(self, tenant_id: str, limit: int, after: Cursor | None,
+                                   name: str = "") -> list[KnowledgeBase]:
+        """The tenant's bases in creation order, only the one called `name` when given."""
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> list[str] | None:
         """Deletes the base and its documents; returns their blob keys, or None
@@ -67,7 +70,9 @@ class KnowledgeStore(Protocol):
 
     async def document(self, tenant_id: str, document_id: str) -> Document | None: ...
 
-    async def list_documents(self, tenant_id: str, kb_id: str, limit: int, after: Cursor | None) -> list[Document]: ...
+    async def list_documents(self, tenant_id: str, kb_id: str, limit: int, after: Cursor | None,
+                             sha256: str = "") -> list[Document]:
+        """The base's documents in upload order, only the one with these bytes when `sha256` is given."""
 
     async def delete_document(self, tenant_id: str, document_id: str) -> str | None:
         """Deletes the row; returns its blob key, or None if there was none."""
@@ -89,9 +94,11 @@ class KnowledgeStore(Protocol):
 
     async def finish(
         self, claim: Claim, status: DocumentStatus, *, chunk_count: int = 0, vector_count: int = 0,
-        timings: StageTimings = StageTimings(), error: str = "",
+        timings: StageTimings = StageTimings(), error: str = "", warnings: Sequence[str] = (),
+        metadata: dict[str, str] | None = None,
     ) -> bool:
-        """Records the outcome and frees the lease; False if the claim was lost."""
+        """Records the outcome (and, when given, the metadata the file itself carries merged into the
+        document's) and frees the lease; False if the claim was lost."""
 
     async def retry_later(self, claim: Claim, error: str, due: datetime, *, attempt_counts: bool = True) -> bool:
         """Back to pending, lease freed, not due before `due`. Unless the attempt

@@ -9,6 +9,7 @@ alone by a worker that lost it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
@@ -19,6 +20,8 @@ from services.knowledge.domain import Document, DocumentStatus, KnowledgeBase, S
 from services.knowledge.store import Claim, Cursor, DuplicateName, KnowledgeBaseGone, NewDocument
 from services.knowledge.tables import DocumentRow, KnowledgeBaseRow
 
+# A document's warnings kept, at most (a scanned book could warn of every page).
+MAX_WARNINGS = 50
 UNFINISHED = [s.value for s in DocumentStatus if not s.finished]
 
 
@@ -40,7 +43,7 @@ def _document(row: DocumentRow) -> Document:
         id=row.id, tenant_id=row.tenant_id, kb_id=row.kb_id, filename=row.filename, content_type=row.content_type,
         size_bytes=row.size_bytes, sha256=row.sha256, status=DocumentStatus(row.status), created_at=row.created_at,
         updated_at=row.updated_at, metadata=dict(row.meta), chunk_count=row.chunk_count,
-        vector_count=row.vector_count, error=row.error,
+        vector_count=row.vector_count, error=row.error, warnings=tuple(row.warnings or ()),
         timings=StageTimings(row.parse_ms, row.chunk_ms, row.index_ms), generation=row.generation,
         attempts=row.attempts,
     )
@@ -91,11 +94,13 @@ class SqlKnowledgeStore:
                 KnowledgeBaseRow.id == kb_id, KnowledgeBaseRow.tenant_id == tenant_id))).first()
         return _knowledge_base(*found) if found else None
 
-    async def list_knowledge_bases(self, tenant_id: str, limit: int, after: Cursor | None) -> list[KnowledgeBase]:
+    async def list_knowledge_bases(self, tenant_id: str, limit: int, after: Cursor | None,
+                                   name: str = "") -> list[KnowledgeBase]:
         order = (KnowledgeBaseRow.created_at, KnowledgeBaseRow.id)
+        named = KnowledgeBaseRow.name == name if name else True
         async with self.sessions() as db:
             rows = await db.execute(self._with_counts().where(
-                KnowledgeBaseRow.tenant_id == tenant_id, _after(order, after)).order_by(*order).limit(limit))
+                KnowledgeBaseRow.tenant_id == tenant_id, named, _after(order, after)).order_by(*order).limit(limit))
         return [_knowledge_base(*row) for row in rows]
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> list[str] | None:
@@ -116,7 +121,7 @@ class SqlKnowledgeStore:
             meta=new.metadata, status=DocumentStatus.PENDING.value, error="", chunk_count=0, vector_count=0,
             parse_ms=0.0, chunk_ms=0.0, index_ms=0.0, generation=0, attempts=0, next_attempt_at=now,
             lease_owner=None, lease_expires_at=None, created_at=now, updated_at=now,
-            upload_traceparent=new.upload_traceparent or None,
+            upload_traceparent=new.upload_traceparent or None, warnings=[],
         )
         try:
             async with self.sessions.begin() as db:
@@ -137,11 +142,14 @@ class SqlKnowledgeStore:
                 DocumentRow.id == document_id, DocumentRow.tenant_id == tenant_id))
         return _document(row) if row else None
 
-    async def list_documents(self, tenant_id: str, kb_id: str, limit: int, after: Cursor | None) -> list[Document]:
+    async def list_documents(self, tenant_id: str, kb_id: str, limit: int, after: Cursor | None,
+                             sha256: str = "") -> list[Document]:
         order = (DocumentRow.created_at, DocumentRow.id)
+        # (kb_id, sha256) is unique, and indexed by its constraint.
+        with_bytes = DocumentRow.sha256 == sha256 if sha256 else True
         async with self.sessions() as db:
             rows = await db.scalars(select(DocumentRow).where(
-                DocumentRow.kb_id == kb_id, DocumentRow.tenant_id == tenant_id, _after(order, after),
+                DocumentRow.kb_id == kb_id, DocumentRow.tenant_id == tenant_id, with_bytes, _after(order, after),
             ).order_by(*order).limit(limit))
         return [_document(row) for row in rows]
 
@@ -157,7 +165,8 @@ class SqlKnowledgeStore:
             row = await db.scalar(update(DocumentRow).where(
                 DocumentRow.id == document_id, DocumentRow.tenant_id == tenant_id,
             ).values(
-                status=DocumentStatus.PENDING.value, error="", generation=DocumentRow.generation + 1, attempts=0,
+                status=DocumentStatus.PENDING.value, error="", warnings=[], generation=DocumentRow.generation + 1,
+                attempts=0,
                 next_attempt_at=now, lease_owner=None, lease_expires_at=None, updated_at=now,
             ).returning(DocumentRow))
         return _document(row) if row else None
@@ -204,12 +213,15 @@ class SqlKnowledgeStore:
 
     async def finish(
         self, claim: Claim, status: DocumentStatus, *, chunk_count: int = 0, vector_count: int = 0,
-        timings: StageTimings = StageTimings(), error: str = "",
+        timings: StageTimings = StageTimings(), error: str = "", warnings: Sequence[str] = (),
+        metadata: dict[str, str] | None = None,
     ) -> bool:
+        merged = {} if metadata is None else {"meta": metadata}
         return await self._update_held(
             claim, status=status.value, chunk_count=chunk_count, vector_count=vector_count, error=error[:2000],
             parse_ms=timings.parse_ms, chunk_ms=timings.chunk_ms, index_ms=timings.index_ms,
-            lease_owner=None, lease_expires_at=None, updated_at=_now(),
+            warnings=[w[:500] for w in warnings[:MAX_WARNINGS]], lease_owner=None, lease_expires_at=None,
+            updated_at=_now(), **merged,
         )
 
     async def retry_later(self, claim: Claim, error: str, due: datetime, *, attempt_counts: bool = True) -> bool:

@@ -65,5 +65,7 @@ class DocumentRow(Base):
     lease_expires_at: Mapped[datetime | None]
     # The upload's W3C traceparent: its indexing links back to it.
     upload_traceparent: Mapped[str | None] = mapped_column(String(64))
+    # What a person should know about how the file was read (low-confidence OCR, skipped attachments).
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

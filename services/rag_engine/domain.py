@@ -19,6 +19,9 @@ class Chunk:
     page: int = 0
     position: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    # The uploaded file's name, and where in it ("page 3", "slide 2", "sheet Budget").
+    filename: str = ""
+    location: str = ""
 
 
 @dataclass(frozen=True)

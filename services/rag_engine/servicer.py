@@ -47,7 +47,8 @@ def chunk_from(message: pb.Chunk, tenant_id: str, kb_id: str, document_id: str) 
     return Chunk(
         tenant_id=tenant_id, kb_id=kb_id, document_id=document_id, chunk_id=message.chunk_id,
         text=message.text, title=message.title, headings=tuple(message.headings), page=message.page,
-        position=message.position, metadata=dict(message.metadata),
+        position=message.position, metadata=dict(message.metadata), filename=message.filename,
+        location=message.location,
     )
 
 
@@ -57,7 +58,7 @@ def result_message(ranked: RankedChunk) -> pb.RetrievedChunk:
         chunk_id=chunk.chunk_id, document_id=chunk.document_id, kb_id=chunk.kb_id, title=chunk.title,
         content=chunk.text, page=chunk.page, headings=list(chunk.headings), score=ranked.score,
         vector_rank=ranked.vector_rank, bm25_rank=ranked.bm25_rank, rerank_rank=ranked.rerank_rank,
-        metadata=chunk.metadata,
+        metadata=chunk.metadata, filename=chunk.filename, location=chunk.location,
     )
 
 
@@ -101,7 +102,8 @@ def answer_message(answer: Answer) -> pb.QueryResponse:
         answer=answer.text,
         sources=[pb.Source(document_id=s.ranked.chunk.document_id, chunk_id=s.ranked.chunk.chunk_id,
                            kb_id=s.ranked.chunk.kb_id, title=s.ranked.chunk.title, content=s.text,
-                           score=s.ranked.score, page=s.ranked.chunk.page, cited=s.number in cited)
+                           score=s.ranked.score, page=s.ranked.chunk.page, cited=s.number in cited,
+                           filename=s.ranked.chunk.filename, location=s.ranked.chunk.location)
                  for s in answer.sources],
         metrics=pb.AnswerMetrics(
             retrieval_latency_ms=metrics.retrieval_ms, rerank_latency_ms=metrics.rerank_ms,

@@ -69,12 +69,29 @@ def scope_expression(scope: Scope) -> str:
     return " and ".join(clauses)
 
 
+# Where a chunk came from, kept in the metadata column under keys no metadata key can take (they
+# start with "@"; keys and filters take letters, digits, _ . -): a field of their own would not fit
+# collections made before them, and Milvus Lite cannot add a field to an existing collection.
+FILENAME_KEY = "@filename"
+LOCATION_KEY = "@location"
+
+
+def _stored_metadata(chunk: Chunk) -> dict:
+    metadata: dict = {k: typed(v) for k, v in chunk.metadata.items()}
+    if chunk.filename:
+        metadata[FILENAME_KEY] = chunk.filename
+    if chunk.location:
+        metadata[LOCATION_KEY] = chunk.location
+    return metadata
+
+
 def _chunk(row: dict) -> Chunk:
+    metadata = {k: str(v) for k, v in (row["metadata"] or {}).items()}
     return Chunk(
         tenant_id=row["tenant_id"], kb_id=row["kb_id"], document_id=row["document_id"],
         chunk_id=row["chunk_id"], text=row["text"], title=row["title"],
         headings=tuple(row["headings"] or ()), page=row["page"], position=row["position"],
-        metadata={k: str(v) for k, v in (row["metadata"] or {}).items()},
+        filename=metadata.pop(FILENAME_KEY, ""), location=metadata.pop(LOCATION_KEY, ""), metadata=metadata,
     )
 
 
@@ -155,7 +172,7 @@ class MilvusVectorIndex:
                 "kb_id": c.kb_id, "document_id": c.document_id, "text": clipped(c.text, MAX_TEXT),
                 "title": clipped(c.title, MAX_TITLE),
                 "headings": [clipped(h, MAX_TITLE) for h in c.headings[:MAX_HEADINGS]], "page": c.page,
-                "position": c.position, "metadata": {k: typed(v) for k, v in c.metadata.items()},
+                "position": c.position, "metadata": _stored_metadata(c),
                 "embedding": list(vector),
             }
             for c, vector in zip(chunks, vectors)

@@ -24,7 +24,7 @@ def a_folder(cli: Cli):
     (docs / "travel" / "zurich_2.md").write_text(ZURICH)
     (docs / ".draft.md").write_text("A draft nobody should see.")
     (docs / ".git" / "notes.md").write_text("Not a document either.")
-    (docs / "scan.docx").write_bytes(b"PK\x03\x04")
+    (docs / "scan.key").write_bytes(b"PK\x03\x04")
     (docs / "empty.txt").write_text("")
     return docs
 
@@ -59,8 +59,8 @@ def test_log_in_create_a_base_upload_a_folder_ask_and_run_the_agent(cli):
     for path in ("docs/expenses.md", "docs/travel/zurich.md"):
         assert f"uploaded {path}" in lines and f"indexed  {path}" in lines
     assert "skipped  docs/travel/zurich_2.md  same content as docs/travel/zurich.md" in lines
-    assert "skipped  docs/scan.docx  not a supported type" in lines
-    assert "skipped  docs/empty.txt  empty" in lines
+    assert "skipped  docs/scan.key  not a supported type" in lines
+    assert "skipped  docs/empty.txt  empty: there is nothing to index" in lines
     assert "draft" not in uploaded.stdout and ".git" not in uploaded.stdout
     assert lines[-1] == f"2 uploaded, 3 skipped, 0 failed (knowledge base {kb})."
 

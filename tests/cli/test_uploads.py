@@ -90,7 +90,8 @@ async def test_at_most_concurrency_files_go_at_once_and_a_failure_stops_only_its
     assert all(final for _, _, final in view.lines)
 
 
-async def test_what_the_base_holds_is_skipped_and_the_first_of_two_copies_goes(tmp_path):
+async def test_what_the_base_holds_is_skipped_but_a_failed_file_is_sent_again_and_the_first_of_two_copies_goes(
+        tmp_path):
     files = files_in(tmp_path, {"a.txt": "same", "b.txt": "same", "c.txt": "kept", "d.txt": "broken"})
     knowledge = StandInKnowledge([
         {"id": "kept", "sha256": hashlib.sha256(b"kept").hexdigest(), "status": INDEXED},
@@ -104,8 +105,8 @@ async def test_what_the_base_holds_is_skipped_and_the_first_of_two_copies_goes(t
         ("a.txt", "uploaded", ""),
         ("b.txt", "skipped", "same content as a.txt"),
         ("c.txt", "skipped", "already in the base"),
-        # Its earlier ingestion failed: said, not skipped in silence.
-        ("d.txt", "failed", "already in the base, but indexing it failed: the document has no text"),
+        # Its earlier ingestion failed: sent again, for the service to ingest again.
+        ("d.txt", "uploaded", ""),
     ]
     assert outcomes[2].document_id == "kept"
 

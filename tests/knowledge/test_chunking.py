@@ -100,6 +100,22 @@ def test_a_new_heading_path_or_page_starts_a_new_chunk(counter):
         ("Gamma.", ("Setup",), 2),
         ("Alpha four.", ("Guide", "Intro"), 3),
     ]
+    assert [c.location for c in chunks] == ["page 1", "page 2", "page 2", "page 2", "page 3"]
+
+
+def test_a_new_location_starts_a_new_chunk_and_names_where_it_is(counter):
+    # Two slides with the same title, a sheet, and an e-mail's attachment: never one chunk.
+    chunks = chunked(counter, [
+        Section("Agenda one.", ("Agenda",), location="slide 1"),
+        Section("Agenda two.", ("Agenda",), location="slide 2"),
+        Section("| a |", ("Budget",), location="sheet Budget"),
+        Section("Offer text.", location="attachment offer.pdf, page 1", page=1),
+        Section("Body text."),
+        Section("More body text."),
+    ])
+    assert [(c.text, c.location) for c in chunks] == [
+        ("Agenda one.", "slide 1"), ("Agenda two.", "slide 2"), ("| a |", "sheet Budget"),
+        ("Offer text.", "attachment offer.pdf, page 1"), ("Body text.\n\nMore body text.", "")]
 
 
 def test_a_long_paragraph_is_cut_at_sentence_ends_with_whole_sentences_overlapping(counter):

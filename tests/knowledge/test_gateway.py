@@ -85,7 +85,7 @@ async def test_create_upload_watch_and_retrieve_over_rest(rest):
     assert "first class" in events[-1]["completed"]["answer"]
 
     refused = await rest.post(f"/api/v1/knowledge/bases/{kb_id}/documents",
-                              files={"file": ("deck.pptx", b"PK\x03\x04", "application/octet-stream")})
+                              files={"file": ("deck.key", b"PK\x03\x04", "application/octet-stream")})
     assert refused.status_code == 400 and ".pdf" in refused.json()["message"]
 
 

@@ -17,6 +17,7 @@ from services.knowledge.parsers import (
     UnsupportedType,
     parse,
     resolve_content_type,
+    supported_types,
 )
 from services.knowledge.parsers.pdf import _paragraphs
 
@@ -46,13 +47,15 @@ def pdf_bytes(pages: list[list[str]], title: str = "", **encryption: str) -> byt
 
 
 def test_the_canonical_types():
-    assert SUPPORTED == {
-        "text/plain": (".txt", ".text", ".log"),
-        "text/markdown": (".md", ".markdown"),
-        "text/html": (".html", ".htm"),
-        "application/pdf": (".pdf",),
-        "application/jsonl": (".jsonl", ".ndjson"),
-    }
+    extensions = {extension for found in SUPPORTED.values() for extension in found}
+    # What a company keeps: text, Office and OpenDocument files, spreadsheets, e-mail, e-books, scans.
+    assert extensions == {".txt", ".text", ".log", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl", ".ndjson",
+                          ".docx", ".odt", ".pptx", ".odp", ".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv",
+                          ".eml", ".msg", ".epub", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+    # Each extension names one type, and the types clients are told of are these.
+    assert len(extensions) == sum(len(found) for found in SUPPORTED.values())
+    assert {t.content_type: t.extensions for t in supported_types()} == SUPPORTED
+    assert "image/jpg" in next(t for t in supported_types() if t.content_type == "image/jpeg").aliases
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,8 @@ def test_the_canonical_types():
         ("C:\\Users\\me\\page.htm", "", HTML),
         ("server.log", "application/octet-stream", PLAIN),
         # text/plain stands when the extension names nothing supported.
-        ("data.csv", "text/plain", PLAIN),
+        ("data.csv", "text/plain", "text/csv"),
+        ("data.sql", "text/plain", PLAIN),
         ("LICENSE", "text/plain", PLAIN),
         # An unsupported declaration falls back to the extension.
         ("rows.jsonl", "application/json", JSONL),
@@ -87,7 +91,7 @@ def test_resolve_content_type(filename, declared, resolved):
 @pytest.mark.parametrize(
     ("filename", "declared"),
     [
-        ("report.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("memo.doc", "application/msword"),
         ("setup.exe", "application/octet-stream"),
         ("setup.exe", ""),
         ("archive", ""),
@@ -369,8 +373,9 @@ def test_a_broken_pdf_is_a_parse_error_in_words_of_ours(content):
     assert failed.value.detail
 
 
-def test_a_pdf_without_text_needs_ocr():
-    with pytest.raises(ParseError, match="no extractable text"):
+def test_a_pdf_of_empty_pages_has_no_text():
+    # Pages without a text layer are recognised by OCR (test_parsers_ocr.py); blank ones have none.
+    with pytest.raises(ParseError, match="^the PDF has no text: its pages have no text layer"):
         parse(pdf_bytes([[], []]), PDF)
 
 

@@ -3,6 +3,7 @@ each format goes from upload to a Retrieve that finds its facts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
@@ -107,9 +108,55 @@ async def test_the_same_content_twice_returns_the_first_document(knowledge, hand
     assert not elsewhere.duplicate and elsewhere.document_id != first.document_id
 
 
+async def test_uploading_a_failed_documents_file_again_ingests_it_again(knowledge, handbook):
+    broken = b"%PDF-1.4 nothing a reader can use"
+    first = await knowledge.upload(TENANT, handbook.id, "broken.pdf", broken)
+    failed = await knowledge.finished(TENANT, first.document_id)
+    assert failed.status == pb.DOCUMENT_STATUS_FAILED
+    again = await knowledge.upload(TENANT, handbook.id, "broken-again.pdf", broken)
+    assert again.document_id == first.document_id and again.duplicate and again.retried
+    assert again.status == pb.DOCUMENT_STATUS_PENDING
+    # Ingested again (and, being as broken as before, failed again, later).
+    failed_again = await knowledge.finished(TENANT, again.document_id)
+    assert failed_again.status == pb.DOCUMENT_STATUS_FAILED
+    assert failed_again.updated_at.ToDatetime() > failed.updated_at.ToDatetime()
+    # An indexed document uploaded again stays as it is.
+    fine = await knowledge.upload(TENANT, handbook.id, "fine.txt", b"Retries leave indexed documents alone.")
+    await knowledge.finished(TENANT, fine.document_id)
+    same = await knowledge.upload(TENANT, handbook.id, "fine.txt", b"Retries leave indexed documents alone.")
+    assert same.duplicate and not same.retried and same.status == pb.DOCUMENT_STATUS_INDEXED
+
+
+async def test_bases_are_found_by_name_and_documents_by_checksum(knowledge):
+    wanted = await knowledge.create_base(TENANT, "found-by-name")
+    await knowledge.create_base(TENANT, "found-by-name-not")
+    await knowledge.create_base("another-tenant", "found-by-name")
+    listed = await knowledge.stub.ListKnowledgeBases(pb.ListKnowledgeBasesRequest(name="found-by-name"),
+                                                     metadata=knowledge.auth(TENANT))
+    assert [kb.id for kb in listed.knowledge_bases] == [wanted.id]
+
+    content = b"Found by the SHA-256 of its bytes."
+    uploaded = await knowledge.upload(TENANT, wanted.id, "checksum.txt", content)
+    await knowledge.upload(TENANT, wanted.id, "other.txt", b"Another file.")
+    by_checksum = await knowledge.stub.ListDocuments(pb.ListDocumentsRequest(
+        kb_id=wanted.id, sha256=hashlib.sha256(content).hexdigest().upper()), metadata=knowledge.auth(TENANT))
+    assert [d.id for d in by_checksum.documents] == [uploaded.document_id]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await knowledge.stub.ListDocuments(pb.ListDocumentsRequest(kb_id=wanted.id, sha256="not-a-checksum"),
+                                           metadata=knowledge.auth(TENANT))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in refused.value.details()
+
+
+async def test_the_supported_types_are_listed_for_clients(knowledge):
+    listed = await knowledge.stub.ListSupportedTypes(pb.ListSupportedTypesRequest(), metadata=knowledge.auth(TENANT))
+    by_type = {t.content_type: list(t.extensions) for t in listed.types}
+    assert by_type["application/pdf"] == [".pdf"] and by_type["image/jpeg"] == [".jpg", ".jpeg"]
+    assert ".docx" in {e for extensions in by_type.values() for e in extensions}
+
+
 async def test_unsupported_types_are_refused_naming_the_supported_ones(knowledge, handbook):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await knowledge.upload(TENANT, handbook.id, "slides.pptx", b"PK\x03\x04 not really")
+        await knowledge.upload(TENANT, handbook.id, "slides.key", b"PK\x03\x04 not really")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ".pdf" in refused.value.details() and ".md" in refused.value.details()
 

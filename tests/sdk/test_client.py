@@ -21,7 +21,7 @@ from meshkit.health import VersionedHealthServicer
 from sagemesh.identity.v1 import identity_pb2 as pb
 from sagemesh.identity.v1 import identity_pb2_grpc
 from sagemesh.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
-from sagemesh_sdk import ChannelPolicy, Client, HealthReport, Tokens
+from sagemesh_sdk import BusyRetry, ChannelPolicy, Client, HealthReport, Tokens
 from sagemesh_sdk.addresses import service_addresses
 
 # grpc-timeout is rounded up to its wire unit.
@@ -234,3 +234,35 @@ async def test_tls_with_the_credentials_given():
     # One server answers for all five services here; it knows none of them by name.
     assert set(over_tls.values()) == {HealthReport("NOT_FOUND")}
     assert all(report.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED") for report in plaintext.values())
+
+
+async def test_a_busy_mesh_is_waited_out_and_other_refusals_are_not(tmp_path):
+    """Against the real identity service with room for one password hash at a time and none
+    waiting: six registrations at once are refused RESOURCE_EXHAUSTED but for one; the client
+    makes the others again after a backoff and all six succeed. A refusal that waiting cannot
+    cure (ALREADY_EXISTS) is raised at once."""
+    from services.identity.settings import IdentitySettings
+    from tests.fixtures.identity import identity_serving
+
+    settings = IdentitySettings(_env_file=None, data_dir=tmp_path, listen_port=0, argon2_time_cost=1,
+                                argon2_memory_cost_kib=8 * 1024, argon2_parallelism=1,
+                                argon2_max_concurrent_hashes=1, argon2_max_waiting_hashes=0)
+    async with identity_serving(settings) as identity:
+        async with Client(identity.server.address, busy=BusyRetry(base_seconds=0.05)) as patient:
+            registered = await asyncio.gather(*(
+                patient.identity.Register(pb.RegisterRequest(email=f"busy-{n}@example.com",
+                                                             password="correct horse battery"))
+                for n in range(6)))
+            assert len({r.user.id for r in registered}) == 6
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as taken:
+                await patient.identity.Register(pb.RegisterRequest(email="busy-0@example.com",
+                                                                   password="correct horse battery"))
+            assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS and time.monotonic() - started < 1
+        async with Client(identity.server.address, busy=None) as impatient:
+            outcomes = await asyncio.gather(*(
+                impatient.identity.Register(pb.RegisterRequest(email=f"rush-{n}@example.com",
+                                                               password="correct horse battery"))
+                for n in range(6)), return_exceptions=True)
+            assert any(isinstance(o, grpc.aio.AioRpcError) and o.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                       for o in outcomes)

@@ -136,6 +136,8 @@ async def knowledge_calls(client: Client) -> tuple[str, str]:
     assert status.status == knowledge.DOCUMENT_STATUS_INDEXED and status.chunk_count > 0
     documents = await client.knowledge.ListDocuments(knowledge.ListDocumentsRequest(kb_id=kb_id))
     assert [d.id for d in documents.documents] == [uploaded.document_id]
+    types = await client.knowledge.ListSupportedTypes(knowledge.ListSupportedTypesRequest())
+    assert ".pdf" in {e for t in types.types for e in t.extensions}
 
     reparsed = await client.knowledge.ReparseDocument(
         knowledge.ReparseDocumentRequest(document_id=uploaded.document_id))

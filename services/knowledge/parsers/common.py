@@ -100,3 +100,24 @@ class Outline:
     def document(self, title: str = "") -> ParsedDocument:
         """The parsed document, titled `title` or else by its first H1."""
         return ParsedDocument(title or self._first_h1, self._sections or self._headings_as_sections)
+
+
+# Characters printed twice as wide as Latin ones: CJK, Hangul, full-width forms.
+WIDE = re.compile(
+    r"[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]"
+)
+_HYPHENATED = re.compile(r"[^\W\d_]-$")
+
+
+def join_lines(lines: list[str]) -> str:
+    """Printed lines (of a PDF page, or recognised on an image) as one paragraph: joined with a
+    space, except between CJK characters, and a word hyphenated across a line break rejoined."""
+    parts = [lines[0]]
+    for line in lines[1:]:
+        previous = parts[-1]
+        if _HYPHENATED.search(previous) and line[0].islower():
+            parts[-1] = previous[:-1]
+        elif not (WIDE.match(previous[-1]) and WIDE.match(line[0])):
+            parts.append(" ")
+        parts.append(line)
+    return "".join(parts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,16 @@ class Section:
     headings: tuple[str, ...] = ()
     # 1-based PDF page; 0 where the format has no pages.
     page: int = 0
+    # Where a reader finds the block when the format has no pages, as a citation names it:
+    # "slide 3", "sheet Budget", "attachment offer.docx". "" where the page says it all.
+    location: str = ""
+    # Recognised by OCR: the recogniser's mean confidence in [0, 1]; None for text read as text.
+    confidence: float | None = None
+
+    @property
+    def cited_as(self) -> str:
+        """Where a citation of the block points: its location, else its page, else nowhere."""
+        return self.location or (f"page {self.page}" if self.page else "")
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,12 @@ class ParsedDocument:
     # "" if none.
     title: str
     sections: list[Section]
+    # What a person should know about how the file was read ("page 4 was recognised with low
+    # confidence"), shown in the document's status; the document is indexed all the same.
+    warnings: list[str] = field(default_factory=list)
+    # Facts about the file that are not its text (an e-mail's From, To, Subject and Date),
+    # stored as the document's metadata, filterable like any metadata.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class UnsupportedType(Exception):

@@ -4,24 +4,44 @@ pypdf gives one line per printed line and seldom a blank line between paragraphs
 paragraph also ends after a line that stops well short of the page's widest one: the last
 line of a paragraph, a heading, a list item. Lines of a paragraph are joined with a space,
 except between CJK characters, and a word hyphenated across a line break is rejoined.
+
+A page without a text layer (a scan; or fewer than MIN_TEXT_CHARACTERS and an image: a scan
+stamped with a page number) is rendered by PDFium at RENDER_DPI and its text recognised
+(image.recognise), one page at a time, each bitmap dropped before the next is rendered; pages
+with text keep theirs. At most MAX_OCR_PAGES pages of a document are recognised, and none is
+begun after OCR_SECONDS: the rest are skipped with a warning, as a page recognised with low
+confidence gets one.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
+import time
 
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image
 from pypdf import PasswordType, PdfReader
 
+from services.knowledge.parsers.common import WIDE, join_lines
 from services.knowledge.parsers.document import ParsedDocument, ParseError, Section
+from services.knowledge.parsers.image import LOW_CONFIDENCE, MAX_OCR_PAGES, OCR_SECONDS, low_confidence, recognise
 
 # A line narrower than this share of the page's widest line ends its paragraph.
 _SHORT_LINE = 0.75
-# Characters printed twice as wide as Latin ones: CJK, Hangul, full-width forms.
-_WIDE = re.compile(
-    r"[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]"
-)
-_HYPHENATED = re.compile(r"[^\W\d_]-$")
+# A page with fewer characters (spaces aside) in its text layer and an image is recognised
+# instead: a scanner's or a PDF tool's stamp ("Page 3 of 12", "ACME-000123") on a scanned page
+# is not the page's text.
+MIN_TEXT_CHARACTERS = 20
+# Pages are rendered for OCR at this resolution: 10-point type is 20 pixels high, which the
+# recogniser reads as well as larger; an A4 page is 2.2 megapixels.
+RENDER_DPI = 150
+# Past this a page is rendered at a lower resolution (an A3 page at 143 dpi, a poster lower).
+MAX_RENDER_PIXELS = 4_000_000
+_POINTS_PER_INCH = 72
+_SPACE = re.compile(r"\s+")
 
 
 def parse_pdf(content: bytes) -> ParsedDocument:
@@ -33,20 +53,94 @@ def parse_pdf(content: bytes) -> ParsedDocument:
         if not reader.pages:
             raise ParseError("the PDF has no pages")
         title = _title(reader)
-        sections = [
-            Section(paragraph, page=number)
-            for number, page in enumerate(reader.pages, start=1)
-            for paragraph in _paragraphs(page.extract_text())
-        ]
+        # Each page's sections; pages with next to no text may be recognised below instead.
+        pages: list[list[Section]] = []
+        # Their numbers, and the little text they have.
+        little_text: dict[int, str] = {}
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text()
+            if len(_SPACE.sub("", text)) < MIN_TEXT_CHARACTERS:
+                little_text[number] = text
+            pages.append([Section(paragraph, page=number) for paragraph in _paragraphs(text)])
     except (ParseError, MemoryError):  # running out of memory is the sandbox's to report
         raise
     except Exception as error:  # a broken file makes pypdf raise nearly anything
-        # pypdf's message names its internals: the user gets ours, the log gets pypdf's.
-        raise ParseError("the PDF is damaged or not a PDF, so it could not be read",
-                         detail=f"{type(error).__name__}: {error}") from None
+        raise _damaged(error) from None
+    warnings: list[str] = []
+    if little_text:
+        _recognise_pages(content, little_text, pages, warnings)
+    sections = [section for page_sections in pages for section in page_sections]
     if not sections:
-        raise ParseError("the PDF has no extractable text (scanned pages need OCR)")
-    return ParsedDocument(title, sections)
+        raise ParseError("the PDF has no text: its pages have no text layer, and no text was recognised on them")
+    return ParsedDocument(title, sections, warnings)
+
+
+def _recognise_pages(content: bytes, little_text: dict[int, str], pages: list[list[Section]],
+                     warnings: list[str]) -> None:
+    """Replaces the sections of the pages in `little_text` with the text recognised on them:
+    pages without text, and pages whose few words come with an image (a stamped scan). A
+    page of a few words and no image (a title page) keeps them."""
+    document = _pdfium(pdfium.PdfDocument, content)
+    deadline = time.monotonic() + OCR_SECONDS
+    recognised, skipped, stopped = 0, [], ""
+    try:
+        for number, text in little_text.items():
+            page = _pdfium(document.get_page, number - 1)
+            try:
+                if text.strip() and not _pdfium(_shows_an_image, page):
+                    continue
+                if not stopped and recognised == MAX_OCR_PAGES:
+                    stopped = f"only the first {MAX_OCR_PAGES} pages without a text layer were recognised"
+                elif not stopped and time.monotonic() > deadline:
+                    stopped = f"recognising pages without a text layer stopped after {OCR_SECONDS} s"
+                if stopped:
+                    skipped.append(number)
+                    continue
+                image = _pdfium(_render, page)
+            finally:
+                page.close()
+            recognised += 1
+            sections, confidence = recognise(image, number)
+            del image  # before the next page is rendered
+            if sections:
+                pages[number - 1] = sections
+            if confidence is not None and confidence < LOW_CONFIDENCE:
+                warnings.append(low_confidence(f"page {number}", confidence))
+    finally:
+        document.close()
+    if skipped:
+        warnings.append(f"{stopped}: {len(skipped)} more, from page {skipped[0]} on, were not read")
+
+
+def _shows_an_image(page: pdfium.PdfPage) -> bool:
+    return next(page.get_objects([pdfium_c.FPDF_PAGEOBJ_IMAGE]), None) is not None
+
+
+def _render(page: pdfium.PdfPage) -> Image.Image:
+    """The page as an RGB image of at most MAX_RENDER_PIXELS; PDFium's bitmap is freed."""
+    width, height = page.get_size()
+    scale = min(RENDER_DPI / _POINTS_PER_INCH, math.sqrt(MAX_RENDER_PIXELS / max(width * height, 1.0)))
+    bitmap = page.render(scale=scale)
+    try:
+        return bitmap.to_pil().convert("RGB")  # a copy, not a view of the bitmap's memory
+    finally:
+        bitmap.close()
+
+
+def _pdfium(function, *args):
+    """`function(*args)`, what PDFium raises for a file pypdf read turned into a ParseError."""
+    try:
+        return function(*args)
+    except MemoryError:
+        raise
+    except Exception as error:
+        raise _damaged(error) from None
+
+
+def _damaged(error: Exception) -> ParseError:
+    # The library's message names its internals: the user gets ours, the log gets the library's.
+    return ParseError("the PDF is damaged or not a PDF, so it could not be read",
+                      detail=f"{type(error).__name__}: {error}")
 
 
 def _title(reader: PdfReader) -> str:
@@ -57,7 +151,7 @@ def _title(reader: PdfReader) -> str:
 def _paragraphs(page_text: str) -> list[str]:
     text = page_text.replace("\r\n", "\n").replace("\r", "\n")
     lines = [line.strip() for line in text.split("\n")]
-    widths = [len(line) + len(_WIDE.findall(line)) for line in lines]
+    widths = [len(line) + len(WIDE.findall(line)) for line in lines]
     short = max(widths, default=0) * _SHORT_LINE
     paragraphs: list[str] = []
     current: list[str] = []
@@ -65,20 +159,8 @@ def _paragraphs(page_text: str) -> list[str]:
         if line:
             current.append(line)
         if current and (not line or width < short):
-            paragraphs.append(_join(current))
+            paragraphs.append(join_lines(current))
             current = []
     if current:
-        paragraphs.append(_join(current))
+        paragraphs.append(join_lines(current))
     return paragraphs
-
-
-def _join(lines: list[str]) -> str:
-    parts = [lines[0]]
-    for line in lines[1:]:
-        previous = parts[-1]
-        if _HYPHENATED.search(previous) and line[0].islower():
-            parts[-1] = previous[:-1]
-        elif not (_WIDE.match(previous[-1]) and _WIDE.match(line[0])):
-            parts.append(" ")
-        parts.append(line)
-    return "".join(parts)
