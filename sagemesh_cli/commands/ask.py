@@ -7,13 +7,10 @@ that a follow-up can lean on them ("and in Zurich?").
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
 from sagemesh_cli import knowledge_bases
 from sagemesh_cli.context import Session, json_option, run
-from sagemesh_cli.errors import ApiError
 
 SNIPPET_CHARS = 90
 
@@ -68,29 +65,15 @@ async def _show_sources(session: Session, sources: list[dict]) -> None:
     """The sources the answer cites, by their [n]; all of them when it cites none."""
     numbered = list(enumerate(sources, start=1))
     shown = [(number, source) for number, source in numbered if source.get("cited")] or numbered
-    filenames = await _filenames(session, {source["documentId"] for _, source in shown})
     rows = []
     for number, source in shown:
-        title = source.get("title") or ""
-        if source.get("page"):
-            title += f", p. {source['page']}"
         snippet = " ".join(source.get("content", "").split())
         if len(snippet) > SNIPPET_CHARS:
             snippet = snippet[:SNIPPET_CHARS - 1] + "…"
-        rows.append([f"[{number}]", title, filenames.get(source["documentId"], source["documentId"]), snippet])
-    session.out.table(["", "title", "document", "snippet"], rows, title="Sources")
+        # Sources name their file and where in it; one indexed before they did shows its id.
+        rows.append([f"[{number}]", source.get("title") or "", source.get("filename") or source["documentId"],
+                     source.get("location") or "", snippet])
+    session.out.table(["", "title", "document", "where", "snippet"], rows, title="Sources")
     if uncited := len(sources) - len(shown):
         session.out.say(f"{uncited} more source{'s' if uncited > 1 else ''} the answer does not cite "
                         "(--json lists every one)", style="dim")
-
-
-async def _filenames(session: Session, document_ids: set[str]) -> dict[str, str]:
-    """The uploaded file's name of each document; a source whose document is gone keeps its id."""
-
-    async def filename(document_id: str) -> tuple[str, str]:
-        try:
-            return document_id, (await session.transport.document(document_id))["filename"]
-        except ApiError:
-            return document_id, document_id
-
-    return dict(await asyncio.gather(*(filename(document_id) for document_id in document_ids)))
