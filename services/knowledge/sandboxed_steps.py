@@ -13,7 +13,7 @@ from pathlib import Path
 
 from meshkit.sandbox import Sandbox, SandboxCrashed, SandboxLimits, SandboxTimeout
 from services.knowledge.chunking import ChunkingSettings, ChunkText, TokenizerCounter, chunk_document, tokenizer_file
-from services.knowledge.parsers import ParsedDocument, parse
+from services.knowledge.parsers import ParsedDocument, ParseLimits, parse
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ def _counter(tokenizer: Path) -> TokenizerCounter:
 
 
 class SandboxedSteps:
-    def __init__(self, sandbox: Sandbox, limits: StepLimits, tokenizer: Path) -> None:
+    def __init__(self, sandbox: Sandbox, limits: StepLimits, tokenizer: Path,
+                 parse_limits: ParseLimits = ParseLimits()) -> None:
         self.sandbox = sandbox
         self.limits = limits
+        # What parsing bounds within the sandbox's memory and time (OCR's pages and seconds).
+        self.parse_limits = parse_limits
         self.tokenizer = tokenizer_file(tokenizer)
         # For the workers, which start on the sandbox's first call with this environment:
         # OpenBLAS (numpy's, which the spreadsheet parsers import, and OpenCV's, which OCR does)
@@ -56,7 +59,7 @@ class SandboxedSteps:
 
     async def parse(self, content: bytes, content_type: str) -> ParsedDocument:
         """Raises StepStopped, or ParseError or UnsupportedType as `parse` does."""
-        return await self._run("parsing", parse, content, content_type)
+        return await self._run("parsing", parse, content, content_type, self.parse_limits)
 
     async def chunk(self, document: ParsedDocument, settings: ChunkingSettings) -> list[ChunkText]:
         """Raises StepStopped."""

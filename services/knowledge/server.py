@@ -37,7 +37,7 @@ async def build(settings: KnowledgeSettings) -> server.ServiceApp:
     limits = StepLimits(settings.ingest_memory_mib, settings.ingest_timeout_seconds)
     # A worker process for each document ingested at once.
     sandbox = Sandbox("knowledge ingestion", limits.sandbox_limits(), workers=settings.ingest_concurrency)
-    steps = SandboxedSteps(sandbox, limits, settings.chunk_tokenizer)
+    steps = SandboxedSteps(sandbox, limits, settings.chunk_tokenizer, settings.parse_limits)
     worker_config = WorkerConfig(
         name=settings.worker_name, concurrency=settings.ingest_concurrency, poll_seconds=settings.ingest_poll_seconds,
         lease_seconds=settings.ingest_lease_seconds, retry_initial_seconds=settings.retry_initial_seconds,

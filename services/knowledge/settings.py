@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
+from pydantic import Field
+
 from meshkit.settings import MeshSettings
+from services.knowledge.parsers.document import ParseLimits
+
+_PARSING = ParseLimits()
 
 
 class KnowledgeSettings(MeshSettings):
@@ -44,9 +50,19 @@ class KnowledgeSettings(MeshSettings):
     # 23 ms for the median PDF, 6 ms to chunk) and a 22 MB text 8 s to chunk; two minutes
     # stops a file crafted to spin.
     ingest_timeout_seconds: float = 120.0
+    # OCR within one document: the pages recognised, and the seconds after which no further page
+    # is begun (see ParseLimits: the rest are skipped with a warning, before the timeout above
+    # would fail the whole document). Long scans need the three raised together.
+    ocr_max_pages: int = Field(default=_PARSING.ocr_max_pages, ge=1)
+    ocr_budget_seconds: float = Field(default=_PARSING.ocr_budget_seconds, gt=0)
     index_batch_size: int = 64
     index_timeout_seconds: float = 120.0
 
     @property
     def blob_root(self) -> Path:
         return self.blob_dir or self.data_dir / "knowledge" / "blobs"
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        """The settings above that bound parsing, as the parsers take them."""
+        return ParseLimits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(ParseLimits)})

@@ -14,7 +14,8 @@ from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 
 from meshkit.sandbox import Sandbox, SandboxLimits
-from services.knowledge.parsers import SUPPORTED, ParsedDocument, ParseError, Section, parse, resolve_content_type
+from services.knowledge.parsers import (SUPPORTED, ParsedDocument, ParseError, ParseLimits, Section, parse,
+                                        resolve_content_type)
 from services.knowledge.parsers import image as image_parser
 from services.knowledge.parsers import pdf as pdf_parser
 from services.knowledge.parsers.image import paragraphs
@@ -141,6 +142,9 @@ def test_a_multi_page_tiff_keeps_its_page_numbers():
     content = files.image_bytes(pages[0], "TIFF", save_all=True, append_images=pages[1:], compression="tiff_lzw")
     document = parse(content, "image/tiff")
     assert [(section.text, section.page) for section in document.sections] == list(zip(files.SCANNED_FACTS, [1, 2]))
+    capped = parse(content, "image/tiff", ParseLimits(ocr_max_pages=1))
+    assert texts(capped) == [files.SCANNED_FACTS[0]]
+    assert capped.warnings == ["only the first of the image's 2 pages was recognised"]
 
 
 def test_an_image_without_text_is_a_parse_error():
@@ -237,21 +241,26 @@ def test_a_pdf_of_blank_pages_has_no_text():
         parse(content, PDF)
 
 
-def test_pages_past_the_cap_are_skipped_with_a_warning(monkeypatch):
-    monkeypatch.setattr(pdf_parser, "MAX_OCR_PAGES", 2)
+def test_pages_past_the_cap_are_skipped_with_a_warning():
     facts = [f"Scanned page {n} says the code is {n * 111}." for n in range(1, 5)]
-    document = parse(files.scanned_pdf([files.page([[fact]]) for fact in facts]), PDF)
+    document = parse(files.scanned_pdf([files.page([[fact]]) for fact in facts]), PDF, ParseLimits(ocr_max_pages=2))
     assert texts(document) == facts[:2]
-    assert document.warnings == ["only the first 2 pages without a text layer were recognised: 2 more, from "
-                                 "page 3 on, were not read"]
+    assert document.warnings == ["only the first 2 pages without a text layer were recognised: 2 more were not "
+                                 "read (pages 3-4)"]
 
 
-def test_no_page_is_begun_after_the_time_for_ocr(monkeypatch):
-    monkeypatch.setattr(pdf_parser, "OCR_SECONDS", -1)  # already spent
-    document = parse(files.mixed_pdf([files.TEXT_PAGE_FACT], files.page([[files.IMAGE_PAGE_FACT]])), PDF)
+def test_no_page_is_begun_after_the_time_for_ocr():
+    spent = ParseLimits(ocr_budget_seconds=-1)
+    document = parse(files.mixed_pdf([files.TEXT_PAGE_FACT], files.page([[files.IMAGE_PAGE_FACT]])), PDF, spent)
     assert texts(document) == [files.TEXT_PAGE_FACT]
-    assert document.warnings == ["recognising pages without a text layer stopped after -1 s: 1 more, from page 2 "
-                                 "on, were not read"]
+    assert document.warnings == ["recognising pages without a text layer stopped after -1 s: 1 more was not "
+                                 "read (page 2)"]
+
+
+def test_the_pages_left_out_are_named_in_runs():
+    assert pdf_parser._page_list([7]) == "page 7"
+    assert pdf_parser._page_list([3, 4, 5, 7, 9, 10]) == "pages 3-5, 7, 9-10"
+    assert pdf_parser._page_list(list(range(1, 40, 2))) == "pages 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, …"
 
 
 class _Recognizer:

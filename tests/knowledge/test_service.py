@@ -11,7 +11,8 @@ import pytest
 from fpdf import FPDF
 
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
-from tests.knowledge.conftest import eventually
+from tests.knowledge import scanned_files
+from tests.knowledge.conftest import eventually, knowledge_serving, knowledge_settings
 
 TENANT = "acme"
 
@@ -79,6 +80,24 @@ async def test_each_format_is_indexed_and_its_facts_are_found(knowledge, rag_eng
     top = next(r for r in results if r.document_id == uploaded.document_id)
     assert fact in top.content
     assert top.page == page
+
+
+async def test_ocr_reads_the_pages_the_settings_allow_and_names_those_it_left_out(tmp_path, keys_dir, tokens,
+                                                                                    rag_engine):
+    settings = knowledge_settings(tmp_path / "knowledge", keys_dir, rag_engine.address, ocr_max_pages=1)
+    first, second = scanned_files.SCANNED_FACTS
+    scan = scanned_files.scanned_pdf([scanned_files.page([[first]]), scanned_files.page([[second]])])
+    async with knowledge_serving(settings, tokens) as knowledge:
+        base = await knowledge.create_base(TENANT, "scans")
+        uploaded = await knowledge.upload(TENANT, base.id, "scan.pdf", scan)
+        final = await knowledge.finished(TENANT, uploaded.document_id, timeout=120)
+    # Indexed, with page 1 only, and a warning rather than a failure.
+    assert final.status == pb.DOCUMENT_STATUS_INDEXED, final.error
+    assert list(final.warnings) == ["only the first page without a text layer was recognised: 1 more was not "
+                                    "read (page 2)"]
+    assert final.chunk_count == 1 == await rag_engine.vectors_of(TENANT, base.id, uploaded.document_id)
+    results = (await rag_engine.retrieve(TENANT, "who approves invoices, and the Lyon warehouse", [base.id])).results
+    assert [(r.content, r.page) for r in results] == [(first, 1)]
 
 
 async def test_markdown_chunks_carry_their_heading_path(knowledge, rag_engine, handbook):

@@ -1,6 +1,6 @@
 """An uploaded file's bytes -> the document's title and its text in sections.
 
-document.py  Section, ParsedDocument and the two errors
+document.py  Section, ParsedDocument, ParseLimits (OCR's pages and time) and the two errors
 common.py    text decoding, paragraphs and the heading path, shared by the text formats
 plain.py, markdown.py, html.py, pdf.py, jsonl.py   one format each
 word.py      Word .docx and OpenDocument .odt
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from services.knowledge.parsers.document import ParsedDocument, ParseError, Section, UnsupportedType
+from services.knowledge.parsers.document import ParsedDocument, ParseError, ParseLimits, Section, UnsupportedType
 from services.knowledge.parsers.ebook import parse_epub
 from services.knowledge.parsers.html import parse_html
 from services.knowledge.parsers.image import parse_image
@@ -33,8 +33,8 @@ from services.knowledge.parsers.sheets import parse_csv, parse_ods, parse_tsv, p
 from services.knowledge.parsers.slides import parse_odp, parse_pptx
 from services.knowledge.parsers.word import parse_docx, parse_odt
 
-__all__ = ["SUPPORTED", "FileType", "ParseError", "ParsedDocument", "Section", "UnsupportedType", "parse",
-           "resolve_content_type", "supported_types"]
+__all__ = ["SUPPORTED", "FileType", "ParseError", "ParseLimits", "ParsedDocument", "Section", "UnsupportedType",
+           "parse", "resolve_content_type", "supported_types"]
 
 _DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 _PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
@@ -124,6 +124,9 @@ _PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     "image/webp": parse_image,
     "image/bmp": parse_image,
 }
+# The parsers that take the ParseLimits: those that recognise text, and e-mails, whose
+# attachments may be scans.
+_LIMITED = {parse_pdf, parse_image, parse_eml, parse_msg}
 _SUPPORTED_LIST = f"{', '.join(_BY_EXTENSION)} ({', '.join(SUPPORTED)})"
 
 
@@ -159,13 +162,15 @@ def resolve_content_type(filename: str, declared: str = "") -> str:
     return content_type
 
 
-def parse(content: bytes, content_type: str) -> ParsedDocument:
-    """The title and sections of a file of `content_type` (canonical, though aliases work).
-    Raises ParseError for unreadable content, UnsupportedType for an unknown type."""
+def parse(content: bytes, content_type: str, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
+    """The title and sections of a file of `content_type` (canonical, though aliases work), OCR
+    held to `limits`. Raises ParseError for unreadable content, UnsupportedType for an unknown
+    type."""
     canonical = _canonical(content_type)
     if canonical is None:
         raise UnsupportedType(f"the document's content type is not one we read; supported: {_SUPPORTED_LIST}")
-    document = _PARSERS[canonical](content)
+    parser = _PARSERS[canonical]
+    document = parser(content, limits) if parser in _LIMITED else parser(content)
     if not document.sections:
         raise ParseError("the document has no text")
     return document

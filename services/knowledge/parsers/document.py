@@ -1,4 +1,4 @@
-"""What a parser returns, and the two ways parsing fails."""
+"""What a parser returns, the limits it is given, and the two ways parsing fails."""
 
 from __future__ import annotations
 
@@ -40,6 +40,23 @@ class ParsedDocument:
     # Facts about the file that are not its text (an e-mail's From, To, Subject and Date),
     # stored as the document's metadata, filterable like any metadata.
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What a deployment bounds in parsing one document, besides the sandbox's memory and time.
+    The defaults are the knowledge service's (KnowledgeSettings takes them from here; the
+    variables SAGEMESH_OCR_MAX_PAGES and SAGEMESH_OCR_BUDGET_SECONDS set them)."""
+
+    # Pages recognised by OCR in one document (a PDF's pages without text, a TIFF's pages), and
+    # the time after which no further page is begun; the rest are skipped, with a warning that
+    # says which. A page takes 1 to 6 s (a page of 10-point text, 58 lines, 6.3 s on a 2-core
+    # machine), and parsing is stopped after SAGEMESH_INGEST_TIMEOUT_SECONDS (120 by default) and
+    # the document failed: better its first pages, with the warning. A deployment that reads long
+    # scans raises the three together, the budget some way under the timeout (the page begun last
+    # must finish, and the text pages be read).
+    ocr_max_pages: int = 30
+    ocr_budget_seconds: float = 75.0
 
 
 class UnsupportedType(Exception):

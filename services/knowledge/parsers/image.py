@@ -9,8 +9,8 @@ confidence of its lines.
 
 Limits: an image over MAX_IMAGE_PIXELS is refused before its pixels are decoded (its header
 says its size); a larger one than OCR needs is shrunk (a JPEG already while it is decoded) to
-at most OCR_MAX_PIXELS and OCR_MAX_WIDTH; a multi-page TIFF is read to MAX_OCR_PAGES pages,
-none begun after OCR_SECONDS.
+at most OCR_MAX_PIXELS and OCR_MAX_WIDTH; a multi-page TIFF is read to the ParseLimits' pages,
+none begun after its OCR budget.
 Only the five formats are opened, whatever else Pillow could read (EPS would run Ghostscript).
 """
 
@@ -26,7 +26,7 @@ from warnings import catch_warnings, simplefilter
 from PIL import Image, UnidentifiedImageError
 
 from services.knowledge.parsers.common import WIDE, join_lines
-from services.knowledge.parsers.document import ParsedDocument, ParseError, Section
+from services.knowledge.parsers.document import ParsedDocument, ParseError, ParseLimits, Section
 from services.knowledge.parsers.ocr import Line, Recognizer
 
 # Pillow's names of the formats opened (its JPEG opener also opens what it calls MPO: the JPEGs
@@ -43,13 +43,6 @@ OCR_MAX_PIXELS = 6_000_000
 # And to this width (a 300 dpi A4 scan at 210 dpi): the recogniser reads an image in bands of its
 # full width, whose memory grows with it.
 OCR_MAX_WIDTH = 2048
-# Pages recognised in one document (a PDF's pages without text, a TIFF's pages), and the time
-# after which no further page is begun. A page takes 1 to 6 s (a page of 10-point text, 58 lines,
-# 6.3 s on this 2-core machine), and parsing is stopped after SAGEMESH_INGEST_TIMEOUT_SECONDS,
-# 120 by default, and the document failed: better its first pages, with a warning that says so.
-# A deployment that raises the timeout for long scans raises these too.
-MAX_OCR_PAGES = 30
-OCR_SECONDS = 75
 # A page or image whose lines' mean confidence is below this gets a warning. Lines read right
 # score above 0.9 (clean print 0.97 to 1.0) and lines garbled past an odd letter 0.5 to 0.65
 # (measured on blurred and shrunken text; lines under 0.5 are dropped as noise), so a page
@@ -79,17 +72,19 @@ def recognizer() -> Recognizer:
     return RapidOcrRecognizer()
 
 
-def parse_image(content: bytes) -> ParsedDocument:
+def parse_image(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
     image = _open(content)
     # Only a TIFF's further pages are pages; an animated WebP's frames are not.
     pages = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
     warnings: list[str] = []
     sections: list[Section] = []
-    deadline = time.monotonic() + OCR_SECONDS
+    deadline = time.monotonic() + limits.ocr_budget_seconds
     for index in range(pages):
-        if index == MAX_OCR_PAGES or (index and time.monotonic() > deadline):
-            warnings.append(f"only the first {index} of the image's {pages} pages were recognised"
-                            + ("" if index == MAX_OCR_PAGES else f": recognising stopped after {OCR_SECONDS} s"))
+        if index == limits.ocr_max_pages or (index and time.monotonic() > deadline):
+            warnings.append((f"only the first {index} of the image's {pages} pages were recognised" if index > 1
+                             else f"only the first of the image's {pages} pages was recognised")
+                            + ("" if index == limits.ocr_max_pages
+                               else f": recognising stopped after {limits.ocr_budget_seconds:g} s"))
             break
         page = index + 1 if pages > 1 else 0
         if index:

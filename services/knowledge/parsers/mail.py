@@ -6,7 +6,8 @@ who wrote when finds the message. The body follows: the HTML body through the HT
 when there is one, else the plain text as paragraphs.
 
 Attachments of a supported type are parsed as their own format would be (the package's
-resolve_content_type and parse) into sections of the same document, with location
+resolve_content_type and parse, OCR within the upload's ParseLimits, each attachment's own)
+into sections of the same document, with location
 "attachment <file name>" followed by the attachment's own page or location ("attachment
 offer.pdf, page 2", "attachment plan.xlsx, sheet Budget"). An attached e-mail is read the same
 way with its attachments, down to MAX_DEPTH (2) levels of attachment below the upload;
@@ -44,7 +45,7 @@ from services.knowledge.parsers.containers import (
     mismatch,
     reading,
 )
-from services.knowledge.parsers.document import ParsedDocument, ParseError, Section, UnsupportedType
+from services.knowledge.parsers.document import ParsedDocument, ParseError, ParseLimits, Section, UnsupportedType
 from services.knowledge.parsers.html import parse_html
 
 EML = Kind("an e-mail message (.eml)", "e-mail message")
@@ -77,7 +78,7 @@ class _Message:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_eml(content: bytes) -> ParsedDocument:
+def parse_eml(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
     if not content.strip():
         raise ParseError("the file is empty")
     if describe(content) != "a text file":
@@ -87,7 +88,7 @@ def parse_eml(content: bytes) -> ParsedDocument:
         if not any(message.get(header) for header in _MAIL_HEADERS):
             raise ParseError("the file is not an e-mail message: it has none of the headers one has "
                              "(From, To, Subject, Date)")
-        return _document(_from_eml(message))
+        return _document(_from_eml(message), limits)
 
 
 def _open_msg(content: bytes):
@@ -105,7 +106,7 @@ def _attachment_types():
     return AttachmentType
 
 
-def parse_msg(content: bytes) -> ParsedDocument:
+def parse_msg(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
     if not content.startswith(OLE_MAGIC):
         raise mismatch(content, MSG)
     what = describe(content)
@@ -116,20 +117,21 @@ def parse_msg(content: bytes) -> ParsedDocument:
     with reading(MSG.noun):
         message = _open_msg(content)
         try:
-            return _document(_from_msg(message))
+            return _document(_from_msg(message), limits)
         finally:
             message.close()
 
 
-def _document(message: _Message) -> ParsedDocument:
+def _document(message: _Message, limits: ParseLimits) -> ParsedDocument:
     warnings: list[str] = []
-    sections = _sections(message, 0, warnings)
+    sections = _sections(message, 0, warnings, limits)
     metadata = {key: value for key, value in message.headers.items() if value}
     return ParsedDocument(message.headers.get("subject", ""), sections, warnings, metadata)
 
 
-def _sections(message: _Message, depth: int, warnings: list[str]) -> list[Section]:
-    """The sections of a message at `depth` levels of attachment below the upload."""
+def _sections(message: _Message, depth: int, warnings: list[str], limits: ParseLimits) -> list[Section]:
+    """The sections of a message at `depth` levels of attachment below the upload; each
+    attachment is parsed within `limits`."""
     warnings.extend(message.warnings)
     labels = {"from": "From", "to": "To", "cc": "Cc", "date": "Date", "subject": "Subject"}
     header = "\n".join(f"{labels[key]}: {value}" for key, value in message.headers.items() if value)
@@ -143,11 +145,11 @@ def _sections(message: _Message, depth: int, warnings: list[str]) -> list[Sectio
         warnings.append(f"only the first {MAX_ATTACHMENTS} of {len(attachments)} attachments were read")
         attachments = attachments[:MAX_ATTACHMENTS]
     for attachment in attachments:
-        sections.extend(_attachment(attachment, depth + 1, warnings))
+        sections.extend(_attachment(attachment, depth + 1, warnings, limits))
     return sections
 
 
-def _attachment(attachment: _Attachment, depth: int, warnings: list[str]) -> list[Section]:
+def _attachment(attachment: _Attachment, depth: int, warnings: list[str], limits: ParseLimits) -> list[Section]:
     # Imported here: the package imports this module.
     from services.knowledge.parsers import parse, resolve_content_type
 
@@ -165,11 +167,11 @@ def _attachment(attachment: _Attachment, depth: int, warnings: list[str]) -> lis
     inner: list[str] = []
     try:
         if attachment.message:
-            sections = _sections(attachment.message(), depth, inner)
+            sections = _sections(attachment.message(), depth, inner, limits)
         elif content_type in (EML_TYPE, MSG_TYPE):
-            sections = _attached_message(attachment.content, content_type, depth, inner)
+            sections = _attached_message(attachment.content, content_type, depth, inner, limits)
         else:
-            document = parse(attachment.content, content_type)
+            document = parse(attachment.content, content_type, limits)
             sections, inner = document.sections, list(document.warnings)
     except ParseError as error:
         warnings.append(f"attachment {name} was skipped: {error}")
@@ -178,7 +180,8 @@ def _attachment(attachment: _Attachment, depth: int, warnings: list[str]) -> lis
     return [_within(name, section) for section in sections]
 
 
-def _attached_message(content: bytes, content_type: str, depth: int, warnings: list[str]) -> list[Section]:
+def _attached_message(content: bytes, content_type: str, depth: int, warnings: list[str],
+                      limits: ParseLimits) -> list[Section]:
     """The sections of an e-mail attached as a file (an .eml or .msg attachment); a .msg stays
     open while they are read, since its own attached messages are read from it."""
     if content_type == MSG_TYPE:
@@ -187,11 +190,12 @@ def _attached_message(content: bytes, content_type: str, depth: int, warnings: l
         with reading(MSG.noun):
             message = _open_msg(content)
             try:
-                return _sections(_from_msg(message), depth, warnings)
+                return _sections(_from_msg(message), depth, warnings, limits)
             finally:
                 message.close()
     with reading(EML.noun):
-        return _sections(_from_eml(email.message_from_bytes(content, policy=policy.default)), depth, warnings)
+        return _sections(_from_eml(email.message_from_bytes(content, policy=policy.default)), depth, warnings,
+                         limits)
 
 
 def _within(name: str, section: Section) -> Section:

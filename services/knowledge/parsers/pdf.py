@@ -8,9 +8,9 @@ except between CJK characters, and a word hyphenated across a line break is rejo
 A page without a text layer (a scan; or fewer than MIN_TEXT_CHARACTERS and an image: a scan
 stamped with a page number) is rendered by PDFium at RENDER_DPI and its text recognised
 (image.recognise), one page at a time, each bitmap dropped before the next is rendered; pages
-with text keep theirs. At most MAX_OCR_PAGES pages of a document are recognised, and none is
-begun after OCR_SECONDS: the rest are skipped with a warning, as a page recognised with low
-confidence gets one.
+with text keep theirs. At most the ParseLimits' ocr_max_pages pages of a document are
+recognised, and none is begun after its ocr_budget_seconds: the rest are skipped with a warning,
+as a page recognised with low confidence gets one.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from PIL import Image
 from pypdf import PasswordType, PdfReader
 
 from services.knowledge.parsers.common import WIDE, join_lines
-from services.knowledge.parsers.document import ParsedDocument, ParseError, Section
-from services.knowledge.parsers.image import LOW_CONFIDENCE, MAX_OCR_PAGES, OCR_SECONDS, low_confidence, recognise
+from services.knowledge.parsers.document import ParsedDocument, ParseError, ParseLimits, Section
+from services.knowledge.parsers.image import LOW_CONFIDENCE, low_confidence, recognise
 
 # A line narrower than this share of the page's widest line ends its paragraph.
 _SHORT_LINE = 0.75
@@ -41,10 +41,12 @@ RENDER_DPI = 150
 # Past this a page is rendered at a lower resolution (an A3 page at 143 dpi, a poster lower).
 MAX_RENDER_PIXELS = 4_000_000
 _POINTS_PER_INCH = 72
+# Runs of pages a warning names, of those OCR left out.
+_NAMED_RUNS = 10
 _SPACE = re.compile(r"\s+")
 
 
-def parse_pdf(content: bytes) -> ParsedDocument:
+def parse_pdf(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
     try:
         reader = PdfReader(io.BytesIO(content))
         # Opening tries the empty user password, which many "encrypted" PDFs have.
@@ -68,7 +70,7 @@ def parse_pdf(content: bytes) -> ParsedDocument:
         raise _damaged(error) from None
     warnings: list[str] = []
     if little_text:
-        _recognise_pages(content, little_text, pages, warnings)
+        _recognise_pages(content, little_text, pages, warnings, limits)
     sections = [section for page_sections in pages for section in page_sections]
     if not sections:
         raise ParseError("the PDF has no text: its pages have no text layer, and no text was recognised on them")
@@ -76,12 +78,12 @@ def parse_pdf(content: bytes) -> ParsedDocument:
 
 
 def _recognise_pages(content: bytes, little_text: dict[int, str], pages: list[list[Section]],
-                     warnings: list[str]) -> None:
+                     warnings: list[str], limits: ParseLimits) -> None:
     """Replaces the sections of the pages in `little_text` with the text recognised on them:
     pages without text, and pages whose few words come with an image (a stamped scan). A
     page of a few words and no image (a title page) keeps them."""
     document = _pdfium(pdfium.PdfDocument, content)
-    deadline = time.monotonic() + OCR_SECONDS
+    deadline = time.monotonic() + limits.ocr_budget_seconds
     recognised, skipped, stopped = 0, [], ""
     try:
         for number, text in little_text.items():
@@ -89,10 +91,12 @@ def _recognise_pages(content: bytes, little_text: dict[int, str], pages: list[li
             try:
                 if text.strip() and not _pdfium(_shows_an_image, page):
                     continue
-                if not stopped and recognised == MAX_OCR_PAGES:
-                    stopped = f"only the first {MAX_OCR_PAGES} pages without a text layer were recognised"
+                if not stopped and recognised == limits.ocr_max_pages:
+                    stopped = ("only the first page without a text layer was recognised" if recognised == 1 else
+                               f"only the first {recognised} pages without a text layer were recognised")
                 elif not stopped and time.monotonic() > deadline:
-                    stopped = f"recognising pages without a text layer stopped after {OCR_SECONDS} s"
+                    stopped = (f"recognising pages without a text layer stopped after "
+                               f"{limits.ocr_budget_seconds:g} s")
                 if stopped:
                     skipped.append(number)
                     continue
@@ -109,7 +113,21 @@ def _recognise_pages(content: bytes, little_text: dict[int, str], pages: list[li
     finally:
         document.close()
     if skipped:
-        warnings.append(f"{stopped}: {len(skipped)} more, from page {skipped[0]} on, were not read")
+        warnings.append(f"{stopped}: {len(skipped)} more {'was' if len(skipped) == 1 else 'were'} not read "
+                        f"({_page_list(skipped)})")
+
+
+def _page_list(numbers: list[int]) -> str:
+    """'page 4', 'pages 31-45, 47, 50-200': runs of consecutive pages, the first _NAMED_RUNS
+    of them (pages with text between scans split them)."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    named = [f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs[:_NAMED_RUNS]]
+    return ("page " if len(numbers) == 1 else "pages ") + ", ".join(named) + (", …" if len(runs) > _NAMED_RUNS else "")
 
 
 def _shows_an_image(page: pdfium.PdfPage) -> bool:
