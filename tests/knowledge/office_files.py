@@ -1,7 +1,8 @@
 """Office files, e-mails and e-books written by the same libraries people's tools use (or that
 write what those tools write), each carrying facts of its own that a test can look for in the
 parsed text, plus hostile ones (zip bombs, external entities, encrypted and mislabelled
-files). Shared by the parser tests and end-to-end tests that upload them.
+files). Shared by the parser tests and end-to-end tests that upload them. The e-mail and e-book
+writers are scripts/sample_documents.py's, which the ingestion benchmark uses too.
 
 Every builder returns the file's bytes. The facts are module constants so that a test can
 ask where each one ended up.
@@ -13,7 +14,6 @@ import datetime
 import io
 import zipfile
 from email.message import EmailMessage
-from email.utils import format_datetime
 
 import docx
 import msgforge
@@ -28,11 +28,13 @@ from docx.opc.packuri import PackURI
 from docx.opc.part import Part
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
-from ebooklib import epub
 from odf import dc, draw, presentation, style, table, teletype, text
 from odf.namespaces import PRESENTATIONNS
 from odf.opendocument import OpenDocumentPresentation, OpenDocumentSpreadsheet, OpenDocumentText
 from pptx.util import Inches
+
+from scripts.sample_documents import email_message as _email
+from scripts.sample_documents import write_epub
 
 # -- Word ------------------------------------------------------------------------------------
 
@@ -464,21 +466,6 @@ def nested_email(levels: int) -> bytes:
     return bytes(message)
 
 
-def _email(subject: str, sender: str, to: str, date: datetime.datetime, *, cc: str = "",
-           plain: str = "", html: str = "") -> EmailMessage:
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = sender
-    message["To"] = to
-    if cc:
-        message["Cc"] = cc
-    message["Date"] = format_datetime(date)
-    message.set_content(plain)
-    if html:
-        message.add_alternative(html, subtype="html")
-    return message
-
-
 MSG_SUBJECT = "Kiwi shipment delayed"
 MSG_BODY_FACT = "The kiwi shipment now arrives on 12 April."
 MSG_ATTACHED_FACT = "The attached memo says the llama mascot is blue."
@@ -513,24 +500,7 @@ EPUB_CHAPTERS = (
 def epub_file() -> bytes:
     """An EPUB 3 with a nav document and an NCX (ebooklib writes both), two chapters in the
     spine after the nav page."""
-    book = epub.EpubBook()
-    book.set_identifier("lighthouse-log")
-    book.set_title(EPUB_TITLE)
-    book.set_language("en")
-    chapters = []
-    for number, (title, body) in enumerate(EPUB_CHAPTERS, start=1):
-        chapter = epub.EpubHtml(title=title, file_name=f"text/chapter_{number}.xhtml", lang="en")
-        chapter.content = f"<html><body>{body}</body></html>"
-        book.add_item(chapter)
-        chapters.append(chapter)
-    book.toc = [epub.Link(chapter.file_name, title, f"c{n}")
-                for n, (chapter, (title, _)) in enumerate(zip(chapters, EPUB_CHAPTERS))]
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = ["nav", *chapters]
-    out = io.BytesIO()
-    epub.write_epub(out, book, {"raise_exceptions": True})
-    return out.getvalue()
+    return write_epub(EPUB_TITLE, list(EPUB_CHAPTERS), identifier="lighthouse-log")
 
 
 # -- hostile ---------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
-"""Images and scanned PDFs with text to recognise, drawn with Pillow in Noto Sans SC (shipped by
-the pylopdf-fonts-zh-cn package, a dev dependency: it prints Chinese and Latin alike), each
-carrying facts of its own that a test can look for in the recognised text. Shared by the parser
-tests and end-to-end tests that upload them.
+"""Images and scanned PDFs with text to recognise, drawn with Pillow in Noto Sans SC (see
+scripts/sample_documents.py, which draws them), each carrying facts of its own that a test can
+look for in the recognised text. Shared by the parser tests and end-to-end tests that upload them.
 
 Every builder of a file returns its bytes; `page` and `text_image` return a Pillow image, to be
 saved in any format or put in a PDF.
@@ -9,15 +8,14 @@ saved in any format or put in a PDF.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
-import pylopdf_fonts_zh_cn
 from fpdf import FPDF
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter
 
-FONT = pylopdf_fonts_zh_cn.sans_path()
+# The tests use these through this module too.
+from scripts.sample_documents import A4_150, FONT, image_bytes, page, scanned_pdf, text_image  # noqa: F401
 
 # Facts to look for, one per file; the Chinese one reads "the reimbursement cap is 3,000 yuan".
 PNG_FACT = "The parking permit for lot F costs 35 euros a month."
@@ -31,36 +29,6 @@ SCANNED_FACTS = ("Invoices are approved by the finance lead within 5 days.",
 TEXT_PAGE_FACT = "The text page of the mixed file lists 12 holidays."
 IMAGE_PAGE_FACT = "The scanned page of the mixed file names room C-14."
 
-# A4 at 150 dpi, which is what the PDF parser renders a scanned page at.
-A4_150 = (1240, 1754)
-
-
-def text_image(paragraphs: list[list[str]], size: int = 40, width: int | None = None,
-               background: str | tuple[int, ...] = "white", mode: str = "RGB") -> Image.Image:
-    """Each paragraph's lines one under another, a blank line between paragraphs, on a
-    `width`-wide image (wide enough for the longest line if None) just tall enough."""
-    font = ImageFont.truetype(str(FONT), size)
-    margin, pitch = size, round(size * 1.5)
-    longest = max(font.getlength(line) for lines in paragraphs for line in lines)
-    width = width or round(longest) + 2 * margin
-    rows = sum(len(lines) for lines in paragraphs) + len(paragraphs) - 1
-    image = Image.new(mode, (width, 2 * margin + rows * pitch), background)
-    draw = ImageDraw.Draw(image)
-    y = margin
-    for lines in paragraphs:
-        for line in lines:
-            draw.text((margin, y), line, font=font, fill="black")
-            y += pitch
-        y += pitch
-    return image
-
-
-def page(paragraphs: list[list[str]], size: int = 30) -> Image.Image:
-    """An A4 page at 150 dpi with the paragraphs printed from its top."""
-    image = Image.new("RGB", A4_150, "white")
-    image.paste(text_image(paragraphs, size=size), (60, 80))
-    return image
-
 
 def dense_page(number: int) -> Image.Image:
     """An A4 page at 150 dpi full of text (36 numbered lines of 12-point type in 4 paragraphs),
@@ -68,19 +36,6 @@ def dense_page(number: int) -> Image.Image:
     text = [f"Line {i} of page {number}: the quarterly figures for region {i % 7} were checked."
             for i in range(1, 37)]
     return page([text[start:start + 9] for start in range(0, 36, 9)], size=25)
-
-
-def image_bytes(image: Image.Image, format: str, **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=format, **options)
-    return out.getvalue()
-
-
-def scanned_pdf(pages: list[Image.Image], dpi: int = 150) -> bytes:
-    """A PDF of page images and nothing else, as a scanner writes one."""
-    out = io.BytesIO()
-    pages[0].save(out, format="PDF", save_all=True, append_images=pages[1:], resolution=dpi)
-    return out.getvalue()
 
 
 def mixed_pdf(text_lines: list[str], scanned: Image.Image) -> bytes:
