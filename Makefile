@@ -45,7 +45,10 @@ bench-scifact: install
 bench-retrieval: install
 	$(PY) -m bench.retrieval_speed --out bench/results/retrieval_speed.md
 
-# 1,000 mixed documents through upload, parse, chunk and index: about 5 minutes.
+# 1,000 documents of 13 formats (Office, e-mail, EPUB, images and scans by OCR among them)
+# through upload, parse, chunk and index, then a 200-page scan read alone (OCR pages/s, the
+# knowledge service's peak memory): about 25 minutes, the scan some 11 to 14 of them (OCR reads
+# 0.25 to 0.3 pages/s on 2 cores). `python -m bench.ingestion --scan-pages 0` leaves the scan out.
 bench-ingestion: install
 	$(PY) -m bench.ingestion --out bench/results/ingestion.md
 

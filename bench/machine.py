@@ -126,3 +126,106 @@ class OtherCpuWatch:
             self._others += max(busy_now - busy_before - ours_seconds, 0.0)
             self._seconds += at - then
             before, busy_before, then = now, busy_now, at
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    pid: int
+    role: str  # "server", "sandbox worker", ...
+    high_water_bytes: int  # its VmHWM, as last read
+
+
+def _status_bytes(pid: int) -> tuple[int, int] | None:
+    """VmRSS and VmHWM of a live process, in bytes; None when it has ended (or is a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+    except OSError:
+        return None
+    if "VmRSS" not in fields:
+        return None
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _proportional_bytes(pid: int) -> int:
+    """The process's PSS: its resident pages, each shared one divided among the processes that
+    map it; 0 when it has ended."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            return next((int(line.split()[1]) * 1024 for line in rollup if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "server"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "child"
+    if "resource_tracker" in command:
+        return "resource tracker"
+    return "sandbox worker" if "spawn_main" in command else "child"
+
+
+class MemoryWatch:
+    """Samples, every `interval` seconds in a thread, the resident memory of a process and of all
+    its descendants, and keeps the peak of their sum, twice: of their RSS (VmRSS), which counts
+    the pages they share (libraries a parent and its spawned children both map) once in each, so
+    somewhat more than a container holding them would; and of their PSS, which divides each
+    shared page among its sharers, so that the sum counts it once. Each process's own peak
+    (VmHWM, kept by the kernel) is read at every sample too, so a process that ends between
+    samples still shows its last one."""
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak_bytes = 0
+        self.peak_proportional_bytes = 0
+        self.processes_at_peak = 0
+        # (time.monotonic(), the RSS sum) at each sample.
+        self.samples: list[tuple[float, int]] = []
+        self._seen: dict[int, ProcessMemory] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="memory watch", daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_between(self, start: float, end: float) -> int:
+        """The peak RSS sum sampled between two time.monotonic() instants."""
+        return max((total for at, total in self.samples if start <= at <= end), default=0)
+
+    def high_water_marks(self) -> list[ProcessMemory]:
+        """Every process of the tree seen, the server first, then the largest."""
+        return sorted(self._seen.values(), key=lambda p: (p.pid != self.root, -p.high_water_bytes))
+
+    def _sample(self) -> None:
+        total, proportional, counted = 0, 0, 0
+        for pid in _trees([self.root], _processes()):
+            memory = _status_bytes(pid)
+            if memory is None:
+                continue
+            rss, high_water = memory
+            total, counted = total + rss, counted + 1
+            proportional += _proportional_bytes(pid)
+            known = self._seen.get(pid)
+            role = known.role if known else _role(pid, self.root)
+            self._seen[pid] = ProcessMemory(pid, role, max(high_water, known.high_water_bytes if known else 0))
+        self.samples.append((time.monotonic(), total))
+        if total > self.peak_bytes:
+            self.peak_bytes, self.processes_at_peak = total, counted
+        self.peak_proportional_bytes = max(self.peak_proportional_bytes, proportional)
+
+    def _watch(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.interval):
+            self._sample()
+        self._sample()

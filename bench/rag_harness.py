@@ -47,6 +47,14 @@ class RagClient:
 async def service(name: str, data_dir: Path, **settings: str):
     """Starts `python -m services.<name>.server` with SAGEMESH_<name>
     settings and yields (channel, address) once it reports SERVING."""
+    async with service_process(name, data_dir, **settings) as (channel, address, _):
+        yield channel, address
+
+
+@asynccontextmanager
+async def service_process(name: str, data_dir: Path, **settings: str):
+    """As `service`, yielding (channel, address, process): the Popen of the server, for a bench
+    that watches the process (its memory, its CPU)."""
     port = free_port()
     env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_LISTEN_PORT": str(port),
            "SAGEMESH_LOG_LEVEL": "WARNING"}
@@ -58,7 +66,7 @@ async def service(name: str, data_dir: Path, **settings: str):
     try:
         if not await wait_until_serving(channel, lambda: process.poll() is None, 120):
             raise RuntimeError(f"{name} did not start serving ({process.poll() or 'no exit'})")
-        yield channel, address
+        yield channel, address, process
     finally:
         await channel.close()
         process.terminate()
