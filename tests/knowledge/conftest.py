@@ -103,6 +103,8 @@ async def knowledge_process(data_dir: Path, keys_dir: Path, rag_engine_addr: str
     env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_JWT_KEYS_DIR": str(keys_dir),
            "SAGEMESH_LISTEN_PORT": str(port), "SAGEMESH_RAG_ENGINE_ADDR": rag_engine_addr,
            "SAGEMESH_WORKER_NAME": "killable-worker", "SAGEMESH_INGEST_POLL_SECONDS": "0.2",
+           # No /metrics: its default port may be taken by another knowledge service on the machine.
+           "SAGEMESH_METRICS_PORT": "0",
            "SAGEMESH_LOG_LEVEL": "WARNING", **{f"SAGEMESH_{name.upper()}": value for name, value in settings.items()}}
     process = subprocess.Popen([sys.executable, "-m", "services.knowledge.server"], cwd=ROOT, env=env)
     client_settings = knowledge_settings(data_dir, keys_dir, rag_engine_addr)
