@@ -4,14 +4,14 @@ format, OCR pages per second), then one long scanned PDF read alone (OCR pages p
 the knowledge service's peak memory while it reads the pages one at a time).
 
     .venv/bin/python -m bench.ingestion [--documents 1000] [--scan-pages 200] [--concurrency 2]
-                                        [--out bench/results/ingestion.md]
+                                        [--memory-mib MIB] [--out bench/results/ingestion.md]
 
 --scan-pages 0 leaves the long scan out; --documents 0 runs it alone.
 
 knowledge and rag_engine run in processes of their own (SQLite, local blobs, Milvus Lite,
-tantivy, all-MiniLM-L6-v2 on ONNX Runtime). The mixed corpus runs with the services' defaults;
-the long scan on a knowledge service of its own whose OCR limits let every page be read (the
-settings are stated in the output). The documents are synthetic: 13 kinds in equal shares,
+tantivy, all-MiniLM-L6-v2 on ONNX Runtime). The mixed corpus runs with the services' defaults
+but for what the command line sets (--concurrency, --memory-mib); the long scan on a knowledge
+service of its own whose OCR limits let every page be read. The output states the settings. The documents are synthetic: 13 kinds in equal shares,
 written by scripts/sample_documents.py (the knowledge tests' writers). Figures are refused,
 and the command fails, when any document fails or the long scan leaves a page out.
 """
@@ -223,16 +223,28 @@ def failures(documents: list[pb.Document]) -> str:
     return "; ".join(f"{d.filename}: {d.error}" for d in failed[:10]) + (" …" if len(failed) > 10 else "")
 
 
-def defaults_sentence(**overrides: object) -> str:
-    """The knowledge settings a run depends on, as the service reads them."""
+def settings_sentence(**overrides: object) -> str:
+    """The knowledge settings a run depends on, as the service reads them, each one set otherwise
+    than by default with its default."""
     settings = KnowledgeSettings(_env_file=None, **overrides)
+    defaults = KnowledgeSettings(_env_file=None)
     names = ("ingest_concurrency", "ingest_memory_mib", "ingest_timeout_seconds", "ocr_max_pages",
              "ocr_budget_seconds")
-    return ", ".join(f"SAGEMESH_{name.upper()}={getattr(settings, name):g}" for name in names)
+    return ", ".join(f"SAGEMESH_{name.upper()}={getattr(settings, name):g}"
+                     + (f" (default {getattr(defaults, name):g})" if getattr(settings, name) != getattr(defaults, name)
+                        else "")
+                     for name in names)
 
 
-async def mixed_corpus(count: int, concurrency: int, data_dir: Path, rag_address: str, metadata,
+def knowledge_settings(options: argparse.Namespace) -> dict[str, object]:
+    """What the command line sets of both knowledge services."""
+    return {"ingest_concurrency": options.concurrency,
+            **({"ingest_memory_mib": options.memory_mib} if options.memory_mib else {})}
+
+
+async def mixed_corpus(count: int, settings: dict[str, object], data_dir: Path, rag_address: str, metadata,
                        ours: list[int]) -> list[str]:
+    concurrency = settings["ingest_concurrency"]
     corpus = Corpus(seed=21)
     started = time.perf_counter()
     files = [document(corpus, number) for number in range(count)]
@@ -240,7 +252,7 @@ async def mixed_corpus(count: int, concurrency: int, data_dir: Path, rag_address
     kinds = {sample.filename: sample for sample in files}
     megabytes = sum(len(sample.content) for sample in files) / 1e6
     async with service_process("knowledge", data_dir, rag_engine_addr=rag_address,
-                               ingest_concurrency=str(concurrency)) as (channel, _, process):
+                               **{name: str(value) for name, value in settings.items()}) as (channel, _, process):
         ours.append(process.pid)
         stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
         kb_id = await create_base(stub, metadata, "mixed")
@@ -292,15 +304,16 @@ async def mixed_corpus(count: int, concurrency: int, data_dir: Path, rag_address
         if docs:
             pages = sum(kinds[d.filename].pages for d in docs)
             seconds = sum(d.timings.parse_ms for d in docs) / 1e3
-            ocr.append(f"{what}: {pages} pages in {seconds:,.0f} s of parsing, **{pages / seconds:.2f} pages/s**")
+            ocr.append(f"{what}: {pages} page{'s' if pages != 1 else ''} in {seconds:,.0f} s of parsing, "
+                       f"**{pages / seconds:.2f} pages/s**")
     warned = sum(bool(d.warnings) for d in indexed)
     return [
         "## Mixed corpus", "",
         f"{count} synthetic documents ({megabytes:.1f} MB) in equal shares of {len(KINDS)} kinds: "
         f"{', '.join(f'{what} ({kind})' for kind, what in KINDS.items())}; 150 to 1,200 words each (an image 60 to "
         f"200, a scanned page 150 to 400 in 12-point type, a page at 150 dpi), uploaded over gRPC (8 at a time) "
-        f"and followed until indexed. The services with their defaults: "
-        f"{defaults_sentence(ingest_concurrency=concurrency)}.", "",
+        f"and followed until indexed. The services with their defaults but for the command line's: "
+        f"{settings_sentence(**settings)}.", "",
         f"- {len(indexed)} indexed, 0 failed ({warned} with warnings), {chunks} chunks in {elapsed:.0f} s: "
         f"**{len(indexed) / elapsed:.1f} documents/s, {chunks / elapsed:.1f} chunks/s** "
         f"(uploads took {uploaded:.1f} s of it).",
@@ -319,18 +332,20 @@ async def mixed_corpus(count: int, concurrency: int, data_dir: Path, rag_address
     ]
 
 
-async def long_scan(pages: int, data_dir: Path, rag_address: str, metadata, ours: list[int]) -> list[str]:
+async def long_scan(pages: int, common: dict[str, object], data_dir: Path, rag_address: str, metadata,
+                    ours: list[int]) -> list[str]:
     corpus = Corpus(seed=42)
     started = time.perf_counter()
     content = scan(corpus, pages)
     print(f"wrote a {pages}-page scan ({len(content) / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s",
           flush=True)
     # Every page read: the page cap at the pages, a budget for pages at a tenth of a page a
-    # second (a third of the measured speed), the timeout above it. Memory as by default: pages
-    # are rendered and recognised one at a time, so a long scan needs no more than a short one.
+    # second (a third of the measured speed), the timeout above it. Memory as for the mixed
+    # corpus: pages are rendered and recognised one at a time.
     budget = max(75.0, 10.0 * pages)
-    settings = {"ocr_max_pages": pages, "ocr_budget_seconds": budget, "ingest_timeout_seconds": budget + 600}
-    stated = defaults_sentence(**settings)
+    settings = {**common, "ocr_max_pages": pages, "ocr_budget_seconds": budget,
+                "ingest_timeout_seconds": budget + 600}
+    stated = settings_sentence(**settings)
     scan_dir = data_dir / "long-scan"
     async with service_process("knowledge", data_dir, rag_engine_addr=rag_address,
                                database_url=f"sqlite:///{scan_dir}.db", blob_dir=str(scan_dir),
@@ -374,7 +389,7 @@ async def long_scan(pages: int, data_dir: Path, rag_address: str, metadata, ours
         f"A scanned PDF of {pages} A4 pages ({len(content) / 1e6:.1f} MB: grey JPEG pages at 150 dpi, no text "
         f"layer, 150 to 400 words a page in 12-point type) uploaded alone to a knowledge service of its own, "
         f"started with {stated} (the page cap and OCR budget raised so that every page is read, the timeout "
-        f"above the budget; memory as by default).", "",
+        f"above the budget).", "",
         f"- All {pages} pages recognised ({len(status.warnings)} warnings), {status.chunk_count} chunks; "
         f"parsing took {seconds:,.0f} s: **{pages / seconds:.2f} pages/s**.",
         f"- The knowledge service's peak resident memory while it read them, its process and its sandbox workers "
@@ -395,15 +410,18 @@ async def run(options: argparse.Namespace) -> list[str]:
             ours.append(rag_process.pid)
             sections = []
             if options.documents:
-                sections += await mixed_corpus(options.documents, options.concurrency, data_dir, rag_address,
-                                               metadata, ours)
+                sections += await mixed_corpus(options.documents, knowledge_settings(options), data_dir,
+                                               rag_address, metadata, ours)
             if options.scan_pages:
-                sections += await long_scan(options.scan_pages, data_dir, rag_address, metadata, ours)
+                sections += await long_scan(options.scan_pages, knowledge_settings(options), data_dir, rag_address,
+                                            metadata, ours)
     environment = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SAGEMESH_"))
     return [
         f"# Ingestion ({datetime.date.today().isoformat()})", "",
         f"`python -m bench.ingestion --documents {options.documents} --scan-pages {options.scan_pages} "
-        f"--concurrency {options.concurrency}` on {machine.describe()}; SAGEMESH_* variables in the bench's "
+        f"--concurrency {options.concurrency}"
+        + (f" --memory-mib {options.memory_mib}" if options.memory_mib else "")
+        + f"` on {machine.describe()}; SAGEMESH_* variables in the bench's "
         f"environment: {environment or 'none'}. {others.use().sentence(os.cpu_count() or 1)}", "",
         *sections,
     ]
@@ -414,6 +432,8 @@ def main() -> int:
     parser.add_argument("--documents", type=int, default=1000, help="the mixed corpus's size; 0 skips it")
     parser.add_argument("--scan-pages", type=int, default=200, help="the long scan's pages; 0 skips it")
     parser.add_argument("--concurrency", type=int, default=2, help="the knowledge service's ingest_concurrency")
+    parser.add_argument("--memory-mib", type=int, default=None,
+                        help="the knowledge service's ingest_memory_mib (default: the service's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     try:
