@@ -7,7 +7,8 @@ Each process serves its Prometheus metrics on its own port: the gateway on
 9090, the services on 9091-9095 (override with SAGEMESH_<NAME>_METRICS_PORT,
 e.g. SAGEMESH_GATEWAY_METRICS_PORT=9190; 0 turns one off).
 Ctrl-C (or SIGTERM) asks every service to drain and stop; if one exits on
-its own, the rest are stopped too.
+its own, the rest are stopped too. A process still running
+STOP_TIMEOUT_SECONDS after its grace period is killed and named.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from meshkit.topology import SERVICES, metrics_port_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60
+# Beyond each process's grace period, for its shutdown hooks; Kubernetes allows 35 s in all
+# (terminationGracePeriodSeconds), the 10 s default grace included.
+STOP_TIMEOUT_SECONDS = 25
 
 
 def available_services() -> list[str]:
@@ -74,6 +78,24 @@ def metrics_url(name: str, settings: GatewaySettings) -> str:
     return f"  metrics http://{settings.metrics_host}:{port}/metrics" if port else ""
 
 
+async def stop_all(processes: dict[str, asyncio.subprocess.Process], timeout: float) -> list[int]:
+    """SIGTERM to every process still running; SIGKILL to those still running `timeout` s later."""
+    for process in processes.values():
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+
+    async def stopped(name: str, process: asyncio.subprocess.Process) -> int:
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            print(f"{name} still running {timeout:g} s after SIGTERM: killed", file=sys.stderr, flush=True)
+            process.kill()
+            await process.wait()
+            return -signal.SIGKILL
+
+    return list(await asyncio.gather(*(stopped(name, p) for name, p in processes.items())))
+
+
 async def main() -> int:
     settings = GatewaySettings()
     names = available_services()
@@ -117,10 +139,7 @@ async def main() -> int:
         failed = [n for n, ok in zip([*names, "gateway"], ready) if not ok]
         print(f"not serving after start-up: {', '.join(failed)}", file=sys.stderr, flush=True)
 
-    for process in processes.values():
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-    codes = await asyncio.gather(*(p.wait() for p in processes.values()))
+    codes = await stop_all(processes, settings.grace_period_seconds + STOP_TIMEOUT_SECONDS)
     # uvicorn re-raises the SIGTERM it handled, after its graceful shutdown.
     clean = all(code in (0, -signal.SIGTERM) for code in codes)
     return 0 if all(ready) and stopping.is_set() and clean else 1
