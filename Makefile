@@ -53,7 +53,7 @@ bench-retrieval: install
 # documents fails each further OCR document for memory, and the bench refuses its figures (README,
 # Knowledge, "Throughput"); drop --memory-mib once that is fixed.
 bench-ingestion: install
-	$(PY) -m bench.ingestion --memory-mib 1024 --out bench/results/ingestion.md
+	$(PY) -m bench.ingestion --out bench/results/ingestion.md
 
 # Typed messages: protobuf's against betterproto2's (why the SDK uses grpcio's stubs); seconds.
 bench-sdk-codec: install

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Self
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -85,27 +86,37 @@ class OtherUse:
                 f"(most: {names}).")
 
 
-class OtherCpuWatch:
-    """Samples once a second, in a thread, the CPU time the machine spends outside the process
-    trees `ours` names (read again at each sample: a restarted server has a new pid). A process
-    of ours that dies between samples counts its last second as someone else's."""
+class _Watch:
+    """Runs `_watch` in a daemon thread from `with` to its end, which sets `_stop`."""
 
-    def __init__(self, ours: Callable[[], Iterable[int]], interval: float = 1.0) -> None:
-        self.ours = ours
+    def __init__(self, name: str, interval: float) -> None:
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="other cpu watch", daemon=True)
-        self._others = 0.0
-        self._by_name: Counter[str] = Counter()
-        self._seconds = 0.0
+        self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
 
-    def __enter__(self) -> OtherCpuWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _watch(self) -> None:
+        raise NotImplementedError
+
+
+class OtherCpuWatch(_Watch):
+    """Samples once a second, in a thread, the CPU time the machine spends outside the process
+    trees `ours` names (read again at each sample: a restarted server has a new pid). A process
+    of ours that dies between samples counts its last second as someone else's."""
+
+    def __init__(self, ours: Callable[[], Iterable[int]], interval: float = 1.0) -> None:
+        super().__init__("other cpu watch", interval)
+        self.ours = ours
+        self._others = 0.0
+        self._by_name: Counter[str] = Counter()
+        self._seconds = 0.0
 
     def use(self) -> OtherUse:
         cores = self._others / self._seconds if self._seconds else 0.0
@@ -170,7 +181,7 @@ def _role(pid: int, root: int) -> str:
     return "sandbox worker" if "spawn_main" in command else "child"
 
 
-class MemoryWatch:
+class MemoryWatch(_Watch):
     """Samples, every `interval` seconds in a thread, the resident memory of a process and of all
     its descendants, and keeps the peak of their sum, twice: of their RSS (VmRSS), which counts
     the pages they share (libraries a parent and its spawned children both map) once in each, so
@@ -180,24 +191,14 @@ class MemoryWatch:
     samples still shows its last one."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
+        super().__init__("memory watch", interval)
         self.root = root
-        self.interval = interval
         self.peak_bytes = 0
         self.peak_proportional_bytes = 0
         self.processes_at_peak = 0
         # (time.monotonic(), the RSS sum) at each sample.
         self.samples: list[tuple[float, int]] = []
         self._seen: dict[int, ProcessMemory] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="memory watch", daemon=True)
-
-    def __enter__(self) -> MemoryWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def peak_between(self, start: float, end: float) -> int:
         """The peak RSS sum sampled between two time.monotonic() instants."""

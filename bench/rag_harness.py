@@ -57,7 +57,9 @@ async def service_process(name: str, data_dir: Path, **settings: str):
     that watches the process (its memory, its CPU)."""
     port = free_port()
     env = {**os.environ, "SAGEMESH_DATA_DIR": str(data_dir), "SAGEMESH_LISTEN_PORT": str(port),
-           "SAGEMESH_LOG_LEVEL": "WARNING"}
+           "SAGEMESH_LOG_LEVEL": "WARNING",
+           # No /metrics: its default port may be taken by `make run` or a test's service on this machine.
+           "SAGEMESH_METRICS_PORT": "0"}
     env.update({f"SAGEMESH_{key.upper()}": value for key, value in settings.items()})
     client_settings = MeshSettings(_env_file=None, data_dir=data_dir, default_deadline_seconds=600)
     process = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT, env=env)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 import pytest
 
-from meshkit.sandbox import Sandbox, SandboxCrashed, SandboxLimits, SandboxTimeout
+from meshkit.sandbox import RETIRE_AT, Sandbox, SandboxCrashed, SandboxLimits, SandboxTimeout
 
 LIMITS = SandboxLimits(memory_bytes=256 * 2**20, cpu_seconds=1.0)
 
@@ -30,6 +31,15 @@ def spin(seconds: float) -> int:
 
 def allocate(mib: int) -> int:
     return len(bytearray(mib * 2**20))
+
+
+_kept: list[bytearray] = []
+
+
+def keep(mib: int) -> int:
+    """Allocates `mib` MiB and keeps it, as a library's caches and a fragmented heap do."""
+    _kept.append(bytearray(mib * 2**20))
+    return os.getpid()
 
 
 def sleep_then_write(seconds: float, path: str) -> None:
@@ -73,9 +83,46 @@ async def test_the_cpu_allowance_is_per_call_not_per_worker(sandbox):
 
 
 async def test_memory_past_the_limit_is_a_memory_error_in_the_worker_not_the_server(sandbox):
+    worker = await sandbox.run(spin, 0, timeout=30)
     with pytest.raises(MemoryError):
         await sandbox.run(allocate, 1024, timeout=30)
     assert await sandbox.run(allocate, 16, timeout=30) == 16 * 2**20
+    # A worker that ran out of memory may have none left for the next call's arguments: it was replaced.
+    assert await sandbox.run(spin, 0, timeout=30) != worker
+
+
+async def test_a_worker_that_holds_most_of_its_memory_after_a_call_is_replaced_before_the_next(sandbox):
+    limit_mib = LIMITS.memory_bytes // 2**20
+    lean = await sandbox.run(keep, 8, timeout=30)
+    assert await sandbox.run(keep, 8, timeout=30) == lean  # well under the limit: the same worker
+    grown = await sandbox.run(keep, int(RETIRE_AT * limit_mib), timeout=30)
+    assert grown == lean
+    # Its next call, which would not fit beside what it holds, runs in a fresh worker.
+    assert await sandbox.run(allocate, limit_mib // 2, timeout=30) == limit_mib // 2 * 2**20
+    assert await sandbox.run(spin, 0, timeout=30) != grown
+
+
+async def test_a_worker_that_dies_between_calls_does_not_break_the_sandbox(sandbox):
+    # pebble declares its pool broken when a worker dies with no call running (the kernel's OOM
+    # killer, a MemoryError while it reads its next call): the sandbox replaces the pool.
+    for _ in range(2):
+        worker = await sandbox.run(spin, 0, timeout=30)
+        os.kill(worker, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        assert await sandbox.run(add, 2, 3, timeout=30) == 5
+        assert await sandbox.run(spin, 0, timeout=30) != worker
+
+
+async def test_a_call_waiting_when_the_pool_breaks_is_made_on_the_new_one():
+    box = Sandbox("test", LIMITS, workers=1)
+    try:
+        worker = await box.run(spin, 0, timeout=30)
+        os.kill(worker, signal.SIGKILL)
+        # Scheduled before the pool has noticed: pebble drops it with the pool, the sandbox makes it again.
+        calls = await asyncio.gather(*(box.run(add, n, n, timeout=30) for n in range(4)))
+        assert calls == [0, 2, 4, 6]
+    finally:
+        box.close()
 
 
 async def test_the_event_loop_keeps_running_during_a_call(sandbox):

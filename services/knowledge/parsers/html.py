@@ -7,8 +7,9 @@ row a line; <pre> keeps its layout. Scripts, styles and other invisible parts ar
 from __future__ import annotations
 
 import re
+import warnings
 
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 
 from services.knowledge.parsers.common import Outline, decode
@@ -34,6 +35,10 @@ _BLOCKS = frozenset({
     "legend", "main", "nav", "p", "section", "summary", "tbody", "tfoot", "thead",
 })
 _CELLS = frozenset({"td", "th"})
+
+# XHTML (an EPUB's chapters, many saved pages) is read as HTML on purpose: the visible text is
+# the same, and a page that is not well-formed XML still reads. Beautiful Soup warns each time.
+warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
 
 
 def parse_html(content: bytes) -> ParsedDocument:

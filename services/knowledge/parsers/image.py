@@ -66,10 +66,17 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 def recognizer() -> Recognizer:
     """The recogniser, made once per process (parsing runs in sandbox workers, which keep it
     for the documents after): its models take a second and 100 MiB to load."""
-    # Imported here: importing the parsers must not load onnxruntime, OpenCV and the models.
-    from services.knowledge.parsers.ocr_rapidocr import RapidOcrRecognizer
+    try:
+        # Imported here: importing the parsers must not load onnxruntime, OpenCV and the models.
+        from services.knowledge.parsers.ocr_rapidocr import RapidOcrRecognizer
 
-    return RapidOcrRecognizer()
+        return RapidOcrRecognizer()
+    except Exception as error:
+        # onnxruntime reports an allocation that failed as an exception naming std::bad_alloc,
+        # an ImportError when it happens as the library loads.
+        if "bad_alloc" in str(error):
+            raise MemoryError("no memory left to load the OCR models") from None
+        raise
 
 
 def parse_image(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:

@@ -47,27 +47,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def parse_pdf(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
-    try:
-        reader = PdfReader(io.BytesIO(content))
-        # Opening tries the empty user password, which many "encrypted" PDFs have.
-        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-            raise ParseError("the PDF is encrypted; upload it without a password")
-        if not reader.pages:
-            raise ParseError("the PDF has no pages")
-        title = _title(reader)
-        # Each page's sections; pages with next to no text may be recognised below instead.
-        pages: list[list[Section]] = []
-        # Their numbers, and the little text they have.
-        little_text: dict[int, str] = {}
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text()
-            if len(_SPACE.sub("", text)) < MIN_TEXT_CHARACTERS:
-                little_text[number] = text
-            pages.append([Section(paragraph, page=number) for paragraph in _paragraphs(text)])
-    except (ParseError, MemoryError):  # running out of memory is the sandbox's to report
-        raise
-    except Exception as error:  # a broken file makes pypdf raise nearly anything
-        raise _damaged(error) from None
+    title, pages, little_text = _read_text_layer(content)
     warnings: list[str] = []
     if little_text:
         _recognise_pages(content, little_text, pages, warnings, limits)
@@ -75,6 +55,32 @@ def parse_pdf(content: bytes, limits: ParseLimits = ParseLimits()) -> ParsedDocu
     if not sections:
         raise ParseError("the PDF has no text: its pages have no text layer, and no text was recognised on them")
     return ParsedDocument(title, sections, warnings)
+
+
+def _read_text_layer(content: bytes) -> tuple[str, list[list[Section]], dict[int, str]]:
+    """The title; each page's sections; and the numbers of the pages with next to no text, with
+    the little text they have (they may be recognised instead). The reader is gone when this
+    returns: it holds a copy of the file and what it parsed (100 MiB for a 50 MB scan), which
+    OCR needs the room of."""
+    try:
+        reader = PdfReader(io.BytesIO(content))
+        # Opening tries the empty user password, which many "encrypted" PDFs have.
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            raise ParseError("the PDF is encrypted; upload it without a password")
+        if not reader.pages:
+            raise ParseError("the PDF has no pages")
+        pages: list[list[Section]] = []
+        little_text: dict[int, str] = {}
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text()
+            if len(_SPACE.sub("", text)) < MIN_TEXT_CHARACTERS:
+                little_text[number] = text
+            pages.append([Section(paragraph, page=number) for paragraph in _paragraphs(text)])
+        return _title(reader), pages, little_text
+    except (ParseError, MemoryError):  # running out of memory is the sandbox's to report
+        raise
+    except Exception as error:  # a broken file makes pypdf raise nearly anything
+        raise _damaged(error) from None
 
 
 def _recognise_pages(content: bytes, little_text: dict[int, str], pages: list[list[Section]],
