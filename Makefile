@@ -34,7 +34,7 @@ lint: lint-proto
 # Benchmarks print their figures; they are not part of `make test`.
 bench-gateway: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) bench/gateway_overhead.py --seconds 10 --out bench/results/gateway.md
+	$(PY) -m bench.gateway_overhead --seconds 10 --out bench/results/gateway.md
 
 # Retrieval quality on BEIR SciFact (read from ../shared/data/beir-scifact or
 # SAGEMESH_SCIFACT_DIR), through IndexChunks + Retrieve: about 10 minutes.

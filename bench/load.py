@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -201,12 +202,28 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def report(results: Results, users: int, seconds: float, pause: tuple[float, float] = (0.0, 0.0)) -> str:
+class Refused(Exception):
+    """A figure would be wrong: the message says why, and no figure is printed."""
+
+
+# What the bench's own mesh runs with besides mesh_env's addresses and data directory, stated in its output.
+BENCH_SETTINGS = {"SAGEMESH_RATE_LIMIT_PER_TENANT": "100000/second", "SAGEMESH_TRUSTED_PROXY_HOPS": "1"}
+
+
+def report(results: Results, users: int, seconds: float, pause: tuple[float, float] = (0.0, 0.0),
+           url: str | None = None) -> str:
+    """The table; Refused when any request failed (a 429 is the limits at work, not a failure)."""
+    if results.errors:
+        raise Refused("no figures: requests failed: " + "; ".join(
+            f"{route}: {len(problems)}, e.g. {problems[0]}" for route, problems in results.errors.items()))
     pausing = f"pausing {pause[0]:g} to {pause[1]:g} s between requests" if pause[1] else "without pause"
     command = f"python -m bench.load --users {users} --seconds {seconds:.0f}" + (
         f" --pause {pause[0]:g} {pause[1]:g}" if pause[1] else "")
+    settings = ", ".join(f"{key}={value}" for key, value in BENCH_SETTINGS.items())
+    mesh = (f"the mesh at {url}, as it was configured" if url else
+            f"the mesh's defaults but for {settings} (each user from an address of its own, all in one tenant)")
     lines = [f"Mixed REST traffic: {users} users {pausing} for {seconds:.0f} s through the gateway "
-             f"(`{command}`).", "",
+             f"(`{command}`); {mesh}.", "",
              "| route | requests | per second | p50 ms | p95 ms | p99 ms | errors | rate-limited (429) |",
              "|---|---|---|---|---|---|---|---|"]
     everything: list[float] = []
@@ -222,8 +239,6 @@ def report(results: Results, users: int, seconds: float, pause: tuple[float, flo
     lines.append(f"| **all** | {len(everything)} | {len(everything) / seconds:.1f} | "
                  f"{percentile(everything, 50) * 1000:.0f} | {percentile(everything, 95) * 1000:.0f} | "
                  f"{percentile(everything, 99) * 1000:.0f} | {errors} | {sum(results.limited.values())} |")
-    for route, problems in results.errors.items():
-        lines.append(f"\n{route}: {len(problems)} errors, e.g. {problems[0]}")
     return "\n".join(lines) + "\n"
 
 
@@ -248,20 +263,20 @@ async def set_up(client: httpx.AsyncClient, users: int) -> list[User]:
     return everyone
 
 
-async def run(url: str, users: int, seconds: float, mix: dict[str, int], pause: tuple[float, float]) -> str:
+async def run(url: str, users: int, seconds: float, mix: dict[str, int], pause: tuple[float, float],
+              external: bool = False) -> str:
     async with load_client(url, users) as client:
         everyone = await set_up(client, users)
         results = Results()
         until = time.perf_counter() + seconds
         await asyncio.gather(*(drive(user, until, results, mix, pause=pause) for user in everyone))
-    return report(results, users, seconds, pause)
+    return report(results, users, seconds, pause, url if external else None)
 
 
 def load_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The mesh's environment under load: the rate limits as shipped, but each user comes from
     an address of its own (X-Forwarded-For, one trusted hop) and the tenant's limit is raised."""
-    return mesh_env(data_dir, SAGEMESH_LOG_LEVEL="WARNING", SAGEMESH_RATE_LIMIT_PER_TENANT="100000/second",
-                    SAGEMESH_TRUSTED_PROXY_HOPS="1", **extra)
+    return mesh_env(data_dir, SAGEMESH_LOG_LEVEL="WARNING", **BENCH_SETTINGS, **extra)
 
 
 def main() -> None:
@@ -276,11 +291,15 @@ def main() -> None:
                         help="send only these routes of the mix (to see one path's cost without the others)")
     options = parser.parse_args()
     mix = {route: weight for route, weight in MIX.items() if not options.only or route in options.only}
-    if options.url:
-        table = asyncio.run(run(options.url, options.users, options.seconds, mix, tuple(options.pause)))
-    else:
-        with tempfile.TemporaryDirectory() as data_dir, running_mesh(load_env(Path(data_dir))) as mesh:
-            table = asyncio.run(run(mesh.url, options.users, options.seconds, mix, tuple(options.pause)))
+    try:
+        if options.url:
+            table = asyncio.run(run(options.url, options.users, options.seconds, mix, tuple(options.pause),
+                                    external=True))
+        else:
+            with tempfile.TemporaryDirectory() as data_dir, running_mesh(load_env(Path(data_dir))) as mesh:
+                table = asyncio.run(run(mesh.url, options.users, options.seconds, mix, tuple(options.pause)))
+    except Refused as refused:
+        sys.exit(str(refused))
     print(table)
     if options.out:
         options.out.write_text(table)

@@ -344,3 +344,16 @@ async def test_scanned_pages_and_a_wide_image_are_read_within_the_default_memory
         assert texts(document)[-1].endswith("Line 36 of page 2: the quarterly figures for region 1 were checked.")
     finally:
         await asyncio.to_thread(sandbox.close)
+
+
+
+def test_the_recognisers_sessions_keep_no_memory_pattern_per_shape():
+    """Every line read is a shape of its own, and onnxruntime keeps a memory pattern per shape: a
+    worker grew page after page until a 200-page scan ran out of the sandbox's 512 MiB (VmData up
+    by 50 MiB over 14 pages, measured; level after 3 pages without them). The growth shows in
+    coarse steps of the allocator's arenas, too unevenly for a test of its own; this is its cause."""
+    from services.knowledge.parsers.ocr_rapidocr import RapidOcrRecognizer
+
+    engine = RapidOcrRecognizer()._engine
+    for model in (engine.text_det, engine.text_cls, engine.text_rec):
+        assert model.session.session.get_session_options().enable_mem_pattern is False
