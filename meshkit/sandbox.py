@@ -24,6 +24,7 @@ calls it dropped are made again on the new one. So functions run here must be sa
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import math
 import multiprocessing
@@ -76,8 +77,10 @@ class SandboxCrashed(SandboxError):
     """The worker died during the call: its CPU-time or memory limit, or another signal."""
 
 
-def _limit_memory(memory_bytes: int) -> None:
+def _start_worker(memory_bytes: int, modules: tuple[str, ...]) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    for module in modules:
+        importlib.import_module(module)
 
 
 # In a worker: whether its next call is to go to a fresh worker instead.
@@ -121,6 +124,10 @@ def _data_segment_bytes() -> int:
     return 0
 
 
+def _nothing() -> None:
+    pass
+
+
 def _death(exitcode: int | None, limits: SandboxLimits) -> str:
     if exitcode == -signal.SIGXCPU:
         return f"it used more than {limits.cpu_seconds:g} s of CPU time"
@@ -132,16 +139,18 @@ def _death(exitcode: int | None, limits: SandboxLimits) -> str:
 
 
 class Sandbox:
-    def __init__(self, name: str, limits: SandboxLimits, workers: int = 1) -> None:
+    def __init__(self, name: str, limits: SandboxLimits, workers: int = 1, preload: tuple[str, ...] = ()) -> None:
+        """`preload`: modules each worker imports as it starts, before it takes a call."""
         self.name = name
         self.limits = limits
         self.workers = workers
+        self.preload = preload
         self._pool = self._new_pool()
         self._closed = False
 
     def _new_pool(self) -> ProcessPool:
-        return ProcessPool(max_workers=self.workers, initializer=_limit_memory, initargs=(self.limits.memory_bytes,),
-                           context=multiprocessing.get_context("spawn"))
+        return ProcessPool(max_workers=self.workers, initializer=_start_worker,
+                           initargs=(self.limits.memory_bytes, self.preload), context=multiprocessing.get_context("spawn"))
 
     async def run(self, function: Callable[..., T], /, *args: Any, timeout: float) -> T:
         """`function(*args)` in a worker. `function` is a module-level function, safe to run twice, and its
@@ -168,6 +177,11 @@ class Sandbox:
                 self._replace(pool)
             log.info("%s: the call goes to a fresh worker (%d)", self.name, repeat + 1)
         raise SandboxCrashed(f"{self.name}: stopped, its workers died before they could take the call")
+
+    async def start(self, timeout: float = 120) -> None:
+        """Starts the workers now rather than on the first call: a worker's start (and its preloaded
+        imports) takes a second or more on a busy machine, which a call with a short timeout must not pay."""
+        await asyncio.gather(*(self.run(_nothing, timeout=timeout) for _ in range(self.workers)))
 
     def _replace(self, broken: ProcessPool) -> None:
         """A new pool in place of `broken`, unless another call has already replaced it."""

@@ -20,7 +20,7 @@ from services.agent.retriever_grpc import GrpcRetriever
 from services.agent.servicer import AgentServicer
 from services.agent.settings import AgentSettings
 from services.agent.store_sql import SqlRunStore
-from services.agent.tools import current_time
+from services.agent.tools import calculator, current_time
 from services.agent.tools.breaker import CircuitBreaker
 from services.agent.tools.calculator import calculator_tool
 from services.agent.tools.http_get import http_get_tool
@@ -34,7 +34,7 @@ def tool_sandbox(settings: AgentSettings) -> Sandbox:
     """Where the registry runs the tools that compute."""
     return Sandbox("tool sandbox", SandboxLimits(memory_bytes=settings.agent_tool_sandbox_memory_mib * 2**20,
                                                  cpu_seconds=settings.agent_tool_sandbox_cpu_seconds),
-                   workers=settings.agent_tool_sandbox_workers)
+                   workers=settings.agent_tool_sandbox_workers, preload=(calculator.__name__,))
 
 
 async def build(settings: AgentSettings) -> server.ServiceApp:
@@ -43,6 +43,9 @@ async def build(settings: AgentSettings) -> server.ServiceApp:
     rag_engine = channel_to("rag_engine", settings)
     knowledge = channel_to("knowledge", settings)
     sandbox = tool_sandbox(settings)
+    # Started before the service serves: the calculator's 2 s timeout would otherwise include a
+    # worker's start on the first call, which takes longer than that on a busy machine.
+    await sandbox.start()
     registry = ToolRegistry(
         [calculator_tool(settings.agent_calculator_max_digits), current_time.TOOL,
          knowledge_base_tool(GrpcRetriever(rag_engine)), http_get_tool(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -152,3 +153,20 @@ async def test_cancelling_the_caller_kills_the_running_call(sandbox, tmp_path):
     await asyncio.sleep(1.5)
     assert not marker.exists()
     assert await sandbox.run(add, 2, 2, timeout=30) == 4
+
+
+
+def imported(module: str) -> bool:
+    return module in sys.modules
+
+
+async def test_preloading_starts_the_workers_with_the_modules_imported():
+    box = Sandbox("test", LIMITS, workers=2)
+    try:
+        assert not await box.run(imported, "wave", timeout=30)
+        box.close()
+        box = Sandbox("test", LIMITS, workers=2, preload=("wave",))
+        await box.start()
+        assert all(await asyncio.gather(*(box.run(imported, "wave", timeout=30) for _ in range(4))))
+    finally:
+        box.close()
