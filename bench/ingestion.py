@@ -339,10 +339,11 @@ async def long_scan(pages: int, common: dict[str, object], data_dir: Path, rag_a
     content = scan(corpus, pages)
     print(f"wrote a {pages}-page scan ({len(content) / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s",
           flush=True)
-    # Every page read: the page cap at the pages, a budget for pages at a tenth of a page a
-    # second (a third of the measured speed), the timeout above it. Memory as for the mixed
-    # corpus: pages are rendered and recognised one at a time.
-    budget = max(75.0, 10.0 * pages)
+    # Every page read: the page cap at the pages, a budget for pages at 0.04 pages a second (the
+    # speed measured was 0.29 pages/s on a quiet machine, 0.08 on a busy one, where a budget of 10 s
+    # a page left 35 of 200 pages unread), the timeout above it. Memory as for the mixed corpus:
+    # pages are rendered and recognised one at a time.
+    budget = max(75.0, 25.0 * pages)
     settings = {**common, "ocr_max_pages": pages, "ocr_budget_seconds": budget,
                 "ingest_timeout_seconds": budget + 600}
     stated = settings_sentence(**settings)
