@@ -35,6 +35,7 @@ from pathlib import Path
 import aiohttp
 
 from bench import machine
+from bench.refused import Refused
 
 from meshkit.channels import create_channel
 from meshkit.settings import MeshSettings
@@ -46,9 +47,6 @@ PASSWORD = "correct horse battery staple"
 # What the bench sets besides addresses and the data directory, printed with its figures.
 BENCH_SETTINGS = {"SAGEMESH_RATE_LIMITS": "false", "SAGEMESH_LOG_LEVEL": "WARNING"}
 
-
-class Refused(Exception):
-    """A figure would be wrong: the message says why, and no figure is printed."""
 
 
 def free_port() -> int:

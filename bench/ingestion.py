@@ -34,6 +34,7 @@ from pathlib import Path
 from fpdf import FPDF
 
 from bench import machine
+from bench.refused import Refused
 from bench.rag_harness import auth_metadata, service_process, token_issuer
 from bench.retrieval_speed import Corpus
 from sagemesh.knowledge.v1 import knowledge_pb2 as pb
@@ -58,9 +59,6 @@ GIVE_UP_SECONDS = 3 * 3600
 MEMORY_GOAL = 10**9
 MIB = 2**20
 
-
-class Refused(Exception):
-    """A figure would be wrong: the message says why, and no figure is printed."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.refused import Refused
 from scripts.mesh_process import mesh_env, running_mesh
 
 PASSWORD = "load test password 42"
@@ -201,9 +202,6 @@ async def drive(user: User, until: float, results: Results, mix: dict[str, int],
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
-
-class Refused(Exception):
-    """A figure would be wrong: the message says why, and no figure is printed."""
 
 
 # What the bench's own mesh runs with besides mesh_env's addresses and data directory, stated in its output.

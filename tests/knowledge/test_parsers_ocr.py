@@ -350,7 +350,7 @@ async def test_scanned_pages_and_a_wide_image_are_read_within_the_default_memory
 def test_the_recognisers_sessions_keep_no_memory_pattern_per_shape():
     """Every line read is a shape of its own, and onnxruntime keeps a memory pattern per shape: a
     worker grew page after page until a 200-page scan ran out of the sandbox's 512 MiB (VmData up
-    by 50 MiB over 14 pages, measured; level after 3 pages without them). The growth shows in
+    by 107 MiB over 14 pages, measured; 27 MiB without them, level after page 3). The growth shows in
     coarse steps of the allocator's arenas, too unevenly for a test of its own; this is its cause."""
     from services.knowledge.parsers.ocr_rapidocr import RapidOcrRecognizer
 

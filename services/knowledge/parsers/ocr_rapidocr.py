@@ -77,8 +77,8 @@ _M_MMAP_THRESHOLD = -3
 class _SessionOptions(onnxruntime.SessionOptions):
     """RapidOCR's session options, without onnxruntime's memory patterns: a pattern is planned and
     kept for each input shape a session sees, and every line read is a shape of its own (its
-    width), so a worker's memory grew page after page (by 110 MiB over 14 pages of a scan,
-    measured) until a long scan ran out of the sandbox's 512 MiB; without them it levels off after
+    width), so a worker's memory grew page after page (VmData by 107 MiB over 14 pages of a
+    scan, measured) until a long scan ran out of the sandbox's 512 MiB; without them it levels off after
     three pages, as fast. RapidOCR has no option for this, so its module makes its sessions' options
     with this class."""
 
