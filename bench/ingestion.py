@@ -226,7 +226,7 @@ def settings_sentence(**overrides: object) -> str:
     than by default with its default."""
     settings = KnowledgeSettings(_env_file=None, **overrides)
     defaults = KnowledgeSettings(_env_file=None)
-    names = ("ingest_concurrency", "ingest_memory_mib", "ingest_timeout_seconds", "ocr_max_pages",
+    names = ("ingest_concurrency", "ingest_in_flight", "ingest_memory_mib", "ingest_timeout_seconds", "ocr_max_pages",
              "ocr_budget_seconds")
     return ", ".join(f"SAGEMESH_{name.upper()}={getattr(settings, name):g}"
                      + (f" (default {getattr(defaults, name):g})" if getattr(settings, name) != getattr(defaults, name)

@@ -3,11 +3,13 @@ abstract goes in with IndexChunks, every test claim is asked with Retrieve.
 
     .venv/bin/python -m bench.scifact_eval [--data ../shared/data/beir-scifact]
         [--out bench/results/scifact.md] [--modes bm25,vector,hybrid,hybrid+rerank]
+        [--precisions int8,fp32]
 
 rag_engine runs as its own process with the settings of this run (pass
-SAGEMESH_* variables to choose the embedding model or a reranker). The data set
-is read where it lies: its licence (CC BY-NC 2.0) forbids copying it here.
-Prints nDCG@10 and Recall@100 per mode, as BEIR defines them.
+SAGEMESH_* variables to choose the embedding model or a reranker), once per
+precision of the ONNX model (the modes that embed run in each; BM25 once). The
+data set is read where it lies: its licence (CC BY-NC 2.0) forbids copying it
+here. Prints nDCG@10 and Recall@100 per mode, as BEIR defines them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 from bench.rag_harness import ROOT, RagClient, rag_engine
+from services.rag_engine.embedding import MINILM
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 
 TENANT, KB = "bench", "scifact"
@@ -106,7 +109,10 @@ async def main() -> int:
         "SAGEMESH_SCIFACT_DIR", ROOT.parent / "shared" / "data" / "beir-scifact")))
     parser.add_argument("--modes", default="bm25,vector,hybrid,hybrid+rerank")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--precisions", default="int8,fp32",
+                        help="the ONNX model's precisions to run (SAGEMESH_EMBEDDING_PRECISION); "
+                             "ignored for another embedding model")
     args = parser.parse_args()
     modes = args.modes.split(",")
     unknown = set(modes) - set(MODES)
@@ -118,21 +124,33 @@ async def main() -> int:
         skipped.append("hybrid+rerank was not run: no reranker is configured "
                        "(set SAGEMESH_RERANKER and its model directory or URL).")
         print(skipped[-1])
+    onnx_model = os.environ.get("SAGEMESH_EMBEDDING_MODEL", MINILM) == MINILM
+    precisions = args.precisions.split(",") if onnx_model and "SAGEMESH_EMBEDDING_PRECISION" not in os.environ else [""]
     corpus, queries, qrels = load(args.data)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="scifact-") as data_dir:
-        async with rag_engine(Path(data_dir)) as client:
-            seconds = await index(client, corpus, args.in_flight)
-            print(f"indexed {len(corpus)} abstracts in {seconds:.0f} s ({len(corpus) / seconds:.1f}/s)")
-            for mode in modes:
-                result = await evaluate(client, queries, qrels, mode)
-                rows.append((mode, result))
-                print(f"{mode:14} nDCG@10 {result['ndcg@10']:.3f}  Recall@100 {result['recall@100']:.3f}  "
-                      f"p50 {result['p50_ms']:.1f} ms", flush=True)
+    rows, indexing = [], []
+    for precision in precisions:
+        settings = {"embedding_precision": precision} if precision else {}
+        label = f" ({precision})" if precision else ""
+        with tempfile.TemporaryDirectory(prefix="scifact-") as data_dir:
+            async with rag_engine(Path(data_dir), **settings) as client:
+                seconds = await index(client, corpus, args.in_flight)
+                indexing.append(f"{precision or 'indexing'}: {seconds:.0f} s, {len(corpus) / seconds:.1f} abstracts/s")
+                print(f"indexed {len(corpus)} abstracts{label} in {seconds:.0f} s ({len(corpus) / seconds:.1f}/s)")
+                for mode in modes:
+                    if mode == "bm25" and precision != precisions[0]:
+                        continue  # no model in it: the same as the first run's
+                    result = await evaluate(client, queries, qrels, mode)
+                    name = mode if mode == "bm25" else mode + label
+                    rows.append((name, result))
+                    print(f"{name:21} nDCG@10 {result['ndcg@10']:.3f}  Recall@100 {result['recall@100']:.3f}  "
+                          f"p50 {result['p50_ms']:.1f} ms", flush=True)
     table = [
         f"# BEIR SciFact through IndexChunks + Retrieve ({date.today().isoformat()})", "",
-        f"{len(corpus)} abstracts, {len(qrels)} test queries; {configuration()}.",
-        f"Indexing (embedding included): {seconds:.0f} s, {len(corpus) / seconds:.1f} abstracts/s.", "",
+        f"{len(corpus)} abstracts, {len(qrels)} test queries; {configuration()}"
+        + (f"; the embedding model in {' and in '.join(precisions)} (SAGEMESH_EMBEDDING_PRECISION)"
+           if precisions[0] else "") + ".",
+        f"Indexing (embedding included; {args.in_flight} IndexChunks calls in flight, an abstract each): "
+        + "; ".join(indexing) + ".", "",
         "| mode | nDCG@10 | Recall@100 | Retrieve p50 (ms) |", "|---|---|---|---|",
         *(f"| {mode} | {r['ndcg@10']:.3f} | {r['recall@100']:.3f} | {r['p50_ms']:.1f} |" for mode, r in rows),
         "", *skipped, "",

@@ -38,13 +38,13 @@ class GrpcChunkIndexer:
 
     async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[ChunkText],
                     title: str, metadata: dict[str, str], filename: str) -> int:
-        # Chunks left by an earlier run (a crash mid-way, a reparse that cut
-        # the text differently) must not outlive this one.
-        await self.delete_document(tenant_id, kb_id, document_id)
         vectors = 0
         for start in range(0, len(chunks), self.batch_size):
             reply = await self._call(self.stub.IndexChunks, pb.IndexChunksRequest(
                 tenant_id=tenant_id, kb_id=kb_id, document_id=document_id,
+                # Chunks left by an earlier run (a crash mid-way, a reparse that
+                # cut the text differently) must not outlive this one.
+                replace_document=start == 0,
                 chunks=[pb.Chunk(chunk_id=chunk_id(document_id, c.position), text=c.text, title=title,
                                  headings=list(c.headings), page=c.page, position=c.position, metadata=metadata,
                                  filename=filename, location=c.location)

@@ -48,7 +48,13 @@ tracer = trace.get_tracer("sagemesh.knowledge")
 @dataclass(frozen=True)
 class WorkerConfig:
     name: str
+    # Documents parsed and chunked at once: the sandbox's worker processes.
     concurrency: int = 2
+    # Documents run at once, those being indexed included. A document gives its
+    # parsing slot to the next as soon as it is chunked, so parsing goes on while
+    # chunks are embedded, and the rag_engine embeds the chunks of the documents
+    # indexing together in one batch.
+    in_flight: int = 16
     poll_seconds: float = 1.0
     lease_seconds: float = 30.0
     retry_initial_seconds: float = 1.0
@@ -113,6 +119,8 @@ class IngestionWorker:
         self._loop_task: asyncio.Task | None = None
         self._report_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        # Of those, the runs not yet past chunking: at most `concurrency`.
+        self._parsing: set[asyncio.Task] = set()
         # Index calls that failed as unreachable since the last that worked: the
         # backoff's exponent, the outage being the rag_engine's, not a document's.
         self._index_failures = 0
@@ -140,7 +148,7 @@ class IngestionWorker:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            free = self.config.concurrency - len(self._running)
+            free = min(self.config.concurrency - len(self._parsing), self.config.in_flight - len(self._running))
             if free > 0:
                 try:
                     claims = await self.store.claim_due(self.config.name, free, self.config.lease_seconds)
@@ -150,6 +158,7 @@ class IngestionWorker:
                 for claim in claims:
                     task = asyncio.create_task(self._run(claim), name=f"ingest {claim.document.id}")
                     self._running.add(task)
+                    self._parsing.add(task)
                     task.add_done_callback(self._finished)
                 if len(claims) == free:
                     continue  # there may be more waiting
@@ -166,7 +175,15 @@ class IngestionWorker:
 
     def _finished(self, task: asyncio.Task) -> None:
         self._running.discard(task)
+        self._parsing.discard(task)
         self._wake.set()
+
+    def _chunked(self) -> None:
+        """The current run's document is past chunking: another may take its parsing slot."""
+        task = asyncio.current_task()
+        if task in self._parsing:
+            self._parsing.discard(task)
+            self._wake.set()
 
     async def _run(self, claim: Claim) -> None:
         worker = asyncio.current_task()
@@ -246,6 +263,7 @@ class IngestionWorker:
             if not chunks:
                 raise Failed("the document has no text to index")
             chunk_ms = ms_since(started)
+            self._chunked()
             # What the file says of itself (an e-mail's sender and subject) is metadata too; what the
             # uploader said wins.
             metadata = {**file_metadata(parsed.metadata), **document.metadata}

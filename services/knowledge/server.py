@@ -39,7 +39,8 @@ async def build(settings: KnowledgeSettings) -> server.ServiceApp:
     sandbox = Sandbox("knowledge ingestion", limits.sandbox_limits(), workers=settings.ingest_concurrency)
     steps = SandboxedSteps(sandbox, limits, settings.chunk_tokenizer, settings.parse_limits)
     worker_config = WorkerConfig(
-        name=settings.worker_name, concurrency=settings.ingest_concurrency, poll_seconds=settings.ingest_poll_seconds,
+        name=settings.worker_name, concurrency=settings.ingest_concurrency, in_flight=settings.ingest_in_flight,
+        poll_seconds=settings.ingest_poll_seconds,
         lease_seconds=settings.ingest_lease_seconds, retry_initial_seconds=settings.retry_initial_seconds,
         retry_max_seconds=settings.retry_max_seconds, max_attempts=settings.ingest_max_attempts,
     )

@@ -23,8 +23,12 @@ class KnowledgeSettings(MeshSettings):
     # Counts tokens for the chunk budget: the embedding model's tokenizer.
     chunk_tokenizer: Path = Path("models/all-minilm-l6-v2/tokenizer.json")
 
-    # The ingestion worker.
+    # The ingestion worker: documents parsed and chunked at once (each in a sandbox worker
+    # process, see INGEST_MEMORY_MIB), and documents run at once, those whose chunks are
+    # being indexed included (the rag_engine embeds concurrent documents' chunks together,
+    # so more in flight keeps its batches full; a document indexing holds only its chunks).
     ingest_concurrency: int = 2
+    ingest_in_flight: int = Field(default=16, ge=1)
     ingest_poll_seconds: float = 1.0
     # A worker holds a document for this long, renewing it as it works; a
     # crashed worker's documents are taken up again once it runs out.

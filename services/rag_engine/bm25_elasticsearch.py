@@ -18,7 +18,7 @@ from elasticsearch.helpers import async_bulk
 
 from meshkit.errors import Unavailable
 from services.rag_engine import analysis
-from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.domain import Chunk, DocumentKey, Scope, by_knowledge_base
 
 MAPPINGS = {
     # A stray field would mean code and mapping disagree: fail loudly instead.
@@ -67,7 +67,9 @@ class ElasticsearchKeywordIndex:
                     raise
         self._ready = True
 
-    async def upsert(self, chunks: Sequence[Chunk]) -> None:
+    async def upsert(self, chunks: Sequence[Chunk], replacing: Sequence[DocumentKey] = ()) -> None:
+        for (tenant_id, kb_id), document_ids in by_knowledge_base(replacing).items():
+            await self._delete_where(tenant_id, kb_id, document_ids)
         if not chunks:
             return
         await self.ensure_index()
@@ -115,22 +117,26 @@ class ElasticsearchKeywordIndex:
         hits = response["hits"]["hits"]
         return [(hit["_source"]["chunk_id"], float(hit["_score"])) for hit in hits]
 
-    async def _delete_where(self, **terms: str) -> None:
+    async def _delete_where(self, tenant_id: str, kb_id: str, document_ids: Sequence[str] | None = None) -> None:
+        """Deletes a knowledge base's chunks, or those of some of its documents."""
         await self.ensure_index()
+        filters: list[dict] = [{"term": {"tenant_id": tenant_id}}, {"term": {"kb_id": kb_id}}]
+        if document_ids is not None:
+            filters.append({"terms": {"document_id": list(document_ids)}})
         with _reachable():
             await self.client.delete_by_query(
                 index=self.index_name,
-                query={"bool": {"filter": [{"term": {f: v}} for f, v in terms.items()]}},
+                query={"bool": {"filter": filters}},
                 # A chunk re-indexed meanwhile must not abort the rest of the delete.
                 conflicts="proceed",
                 refresh=True,
             )
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> None:
-        await self._delete_where(tenant_id=tenant_id, kb_id=kb_id, document_id=document_id)
+        await self._delete_where(tenant_id, kb_id, [document_id])
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> None:
-        await self._delete_where(tenant_id=tenant_id, kb_id=kb_id)
+        await self._delete_where(tenant_id, kb_id)
 
     async def close(self) -> None:
         await self.client.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import tantivy
 
 from services.rag_engine import analysis
-from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.domain import Chunk, DocumentKey, Scope
 
 Q, Occur = tantivy.Query, tantivy.Occur
 
@@ -49,8 +49,10 @@ class TantivyKeywordIndex:
         self.writer.commit()
         self.index.reload()
 
-    async def upsert(self, chunks: Sequence[Chunk]) -> None:
+    async def upsert(self, chunks: Sequence[Chunk], replacing: Sequence[DocumentKey] = ()) -> None:
         def write() -> None:
+            for key in replacing:
+                self.writer.delete_documents_by_query(self._document_query(key))
             for chunk in chunks:
                 pk = f"{chunk.tenant_id}:{chunk.chunk_id}"
                 self.writer.delete_documents_by_term("pk", pk)
@@ -61,7 +63,7 @@ class TantivyKeywordIndex:
                 ))
             self._commit()
 
-        if chunks:
+        if chunks or replacing:
             await self._run(write)
 
     async def search(self, query: str, scope: Scope, limit: int):
@@ -80,17 +82,21 @@ class TantivyKeywordIndex:
 
         return await self._run(run)
 
-    def _delete_where(self, **terms: str) -> None:
-        self.writer.delete_documents_by_query(
-            Q.boolean_query([(Occur.Must, Q.term_query(self.schema, f, v)) for f, v in terms.items()])
-        )
+    def _where(self, **terms: str) -> Q:
+        return Q.boolean_query([(Occur.Must, Q.term_query(self.schema, f, v)) for f, v in terms.items()])
+
+    def _document_query(self, key: DocumentKey) -> Q:
+        return self._where(tenant_id=key.tenant_id, kb_id=key.kb_id, document_id=key.document_id)
+
+    def _delete_where(self, query: Q) -> None:
+        self.writer.delete_documents_by_query(query)
         self._commit()
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> None:
-        await self._run(lambda: self._delete_where(tenant_id=tenant_id, kb_id=kb_id, document_id=document_id))
+        await self._run(self._delete_where, self._document_query(DocumentKey(tenant_id, kb_id, document_id)))
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> None:
-        await self._run(lambda: self._delete_where(tenant_id=tenant_id, kb_id=kb_id))
+        await self._run(self._delete_where, self._where(tenant_id=tenant_id, kb_id=kb_id))
 
     async def close(self) -> None:
         def finish() -> None:

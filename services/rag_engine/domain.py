@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -22,6 +23,23 @@ class Chunk:
     # The uploaded file's name, and where in it ("page 3", "slide 2", "sheet Budget").
     filename: str = ""
     location: str = ""
+
+
+@dataclass(frozen=True)
+class DocumentKey:
+    """One document's place: its chunks are written, replaced and deleted together."""
+
+    tenant_id: str
+    kb_id: str
+    document_id: str
+
+
+def by_knowledge_base(documents: Iterable[DocumentKey]) -> dict[tuple[str, str], list[str]]:
+    """Document ids grouped under their (tenant_id, kb_id), for one delete per base."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for key in documents:
+        grouped.setdefault((key.tenant_id, key.kb_id), []).append(key.document_id)
+    return grouped
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def load_embedder(settings: RagEngineSettings) -> Embedder:
         from services.rag_engine.embedding_onnx import OnnxEmbedder
 
         return OnnxEmbedder(
-            settings.embedding_model_path, name=name, max_tokens=settings.embedding_max_tokens,
+            settings.embedding_model_path, name=name, precision=settings.embedding_precision,
+            max_tokens=settings.embedding_max_tokens,
             threads=settings.inference_threads, batch_size=settings.embedding_batch_size,
         )
     if name == MULTILINGUAL_E5:

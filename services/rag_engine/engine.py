@@ -13,10 +13,11 @@ from opentelemetry import trace
 from meshkit.errors import FailedPrecondition, InvalidArgument, Unavailable
 from meshkit.ids import MAX_KNOWLEDGE_BASES
 from meshkit.timing import ms_since
-from services.rag_engine.domain import Chunk, RankedChunk, Scope, Timings
+from services.rag_engine.domain import Chunk, DocumentKey, RankedChunk, Scope, Timings
 from services.rag_engine.embedding import Embedder
 from services.rag_engine.filters import Filter, post_filtered
 from services.rag_engine.fusion import reciprocal_rank_fusion
+from services.rag_engine.index_batches import IndexBatcher
 from services.rag_engine.indexes import KeywordIndex, VectorIndex
 from services.rag_engine.metrics import record_retrieval
 from services.rag_engine.rerank import Reranker
@@ -57,14 +58,18 @@ class RagEngine:
         self.reranker = reranker
         # Told (tenant, kb) after every write to a base: the answer cache listens.
         self.on_change: list[Callable[[str, str], Awaitable[None]]] = []
+        self._batches = IndexBatcher(embedder.embed_documents, vectors, keywords, self._written)
 
     async def _changed(self, tenant_id: str, kb_id: str) -> None:
         for listener in self.on_change:
             await listener(tenant_id, kb_id)
 
-    async def index(self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[Chunk]) -> tuple[int, int]:
+    async def index(
+        self, tenant_id: str, kb_id: str, document_id: str, chunks: Sequence[Chunk], replace: bool = False
+    ) -> tuple[int, int]:
         """Embeds and upserts the chunks into both indexes; returns (indexed,
-        vectors now held for the document). Indexing a chunk again replaces it."""
+        vectors now held for the document). Indexing a chunk again replaces it;
+        `replace` removes the document's other chunks in the same write."""
         for name, value in (("tenant_id", tenant_id), ("kb_id", kb_id), ("document_id", document_id)):
             if not value:
                 raise InvalidArgument("is required", field=name)
@@ -81,13 +86,20 @@ class RagEngine:
             if len(chunk.text) > MAX_CHUNK_CHARS:
                 raise InvalidArgument(f"chunks[{position}].text is over {MAX_CHUNK_CHARS} characters", field="chunks")
             seen.add(chunk.chunk_id)
-        if chunks:
-            embeddings = await self.embedder.embed_documents([_passage(c) for c in chunks])
-            # Vectors first: they carry the records every result is built from.
-            await self.vectors.upsert(chunks, embeddings)
-            await self.keywords.upsert(chunks)
+        if not chunks:
+            if replace:
+                await self.delete_document(tenant_id, kb_id, document_id)
+            return 0, await self.vectors.count(tenant_id, kb_id, document_id)
+        vectors = await self._batches.index(DocumentKey(tenant_id, kb_id, document_id), chunks,
+                                            [_passage(c) for c in chunks], replace)
+        return len(chunks), vectors
+
+    async def _written(self, bases: set[tuple[str, str]]) -> None:
+        for tenant_id, kb_id in bases:
             await self._changed(tenant_id, kb_id)
-        return len(chunks), await self.vectors.count(tenant_id, kb_id, document_id)
+
+    async def close(self) -> None:
+        await self._batches.close()
 
     async def check_stored_vectors(self) -> None:
         """Refuses to serve an index built by another embedding model: its

@@ -6,14 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.domain import Chunk, DocumentKey, Scope
 from services.rag_engine.filters import Filter
 
 
 class VectorIndex(Protocol):
     """Embeddings and the chunk records themselves (text, title, metadata)."""
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None: ...
+    async def upsert(
+        self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], replacing: Sequence[DocumentKey] = ()
+    ) -> None:
+        """Writes the chunks, each replacing the chunk of its id; every earlier
+        chunk of the documents in `replacing` goes first."""
 
     async def search(
         self, vector: Sequence[float], scope: Scope, filters: Sequence[Filter], limit: int
@@ -40,7 +44,8 @@ class VectorIndex(Protocol):
 class KeywordIndex(Protocol):
     """BM25 over the chunks' analysed text."""
 
-    async def upsert(self, chunks: Sequence[Chunk]) -> None: ...
+    async def upsert(self, chunks: Sequence[Chunk], replacing: Sequence[DocumentKey] = ()) -> None:
+        """As VectorIndex.upsert, in one commit."""
 
     async def search(
         self, query: str, scope: Scope, limit: int

@@ -52,3 +52,11 @@ def record_answer(metrics: AnswerMetrics) -> None:
     GENERATION_TOKENS.labels(metrics.generator, "prompt").inc(metrics.prompt_tokens)
     GENERATION_TOKENS.labels(metrics.generator, "completion").inc(metrics.completion_tokens)
     GENERATION_COST.labels(metrics.generator).inc(metrics.cost_usd)
+INDEX_BATCH_CALLS = Histogram(
+    "sagemesh_rag_index_batch_calls", "IndexChunks calls embedded and written together as one batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+INDEX_BATCH_CHUNKS = Histogram(
+    "sagemesh_rag_index_batch_chunks", "Chunks embedded and written together as one batch.",
+    buckets=(1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)

@@ -67,7 +67,7 @@ async def build(settings: RagEngineSettings) -> server.ServiceApp:
         history_tokens=settings.answer_history_tokens, prices=settings.generation_prices,
         limits=settings.generation_limits,
     ), cache)
-    closers = [keywords.close, vectors.close, embedder.close, generator.close]
+    closers = [engine.close, keywords.close, vectors.close, embedder.close, generator.close]
     closers += ([reranker.close] if reranker else []) + ([cache.store.close] if cache else [])
     try:
         if settings.check_stored_vectors:

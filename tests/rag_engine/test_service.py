@@ -3,6 +3,7 @@ embedding model, with tenants taken from real signed access tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -50,12 +51,11 @@ class RagUnderTest:
                     datetime.now(timezone.utc))
         return [("authorization", f"Bearer {self.issuer.issue(user, 's1', time.time())}")]
 
-    async def index(self, tenant: str, kb: str, document: str, rows) -> pb.IndexChunksResponse:
+    async def index(self, tenant: str, kb: str, document: str, rows, replace: bool = False) -> pb.IndexChunksResponse:
         chunks = [pb.Chunk(chunk_id=cid, title=title, text=text, metadata=meta, position=i)
                   for i, (cid, title, text, meta) in enumerate(rows)]
-        return await self.stub.IndexChunks(
-            pb.IndexChunksRequest(tenant_id=tenant, kb_id=kb, document_id=document, chunks=chunks)
-        )
+        return await self.stub.IndexChunks(pb.IndexChunksRequest(
+            tenant_id=tenant, kb_id=kb, document_id=document, chunks=chunks, replace_document=replace))
 
     async def retrieve(self, tenant: str, query: str, **fields) -> pb.RetrieveResponse:
         return await self.stub.Retrieve(pb.RetrieveRequest(query=query, **fields), metadata=self.token_for(tenant))
@@ -174,6 +174,44 @@ async def test_reindexing_replaces_and_deleting_removes(rag):
     assert ids(await rag.retrieve("acme", "airship museum", top_k=5, kb_ids=["kb-tmp"])) == []
 
 
+async def test_replacing_a_document_removes_the_chunks_the_call_does_not_carry(rag):
+    await rag.index("acme", "kb-rep", "d-rep", [("r1", "", "The glacier retreated forty metres.", {}),
+                                                ("r2", "", "Moraine deposits mark the old glacier front.", {})])
+    appended = await rag.index("acme", "kb-rep", "d-rep", [("r3", "", "Meltwater lakes formed below it.", {})])
+    assert appended.vector_count == 3
+    replaced = await rag.index("acme", "kb-rep", "d-rep", [("r1", "", "The glacier is now stable.", {})], replace=True)
+    assert (replaced.indexed_count, replaced.vector_count) == (1, 1)
+    for weights in (pb.FusionWeights(vector=1, bm25=0), pb.FusionWeights(vector=0, bm25=1)):
+        found = await rag.retrieve("acme", "moraine deposits meltwater glacier", top_k=5, kb_ids=["kb-rep"],
+                                   weights=weights)
+        assert ids(found) == ["r1"], weights
+    emptied = await rag.index("acme", "kb-rep", "d-rep", [], replace=True)
+    assert (emptied.indexed_count, emptied.vector_count) == (0, 0)
+    assert ids(await rag.retrieve("acme", "glacier", top_k=5, kb_ids=["kb-rep"])) == []
+
+
+def _histogram_total(name: str) -> tuple[float, float]:
+    """(observations, their sum) of a histogram in this process's registry."""
+    return (REGISTRY.get_sample_value(f"{name}_count") or 0.0, REGISTRY.get_sample_value(f"{name}_sum") or 0.0)
+
+
+async def test_concurrent_index_calls_are_embedded_and_written_together(rag):
+    batches_before, calls_before = _histogram_total("sagemesh_rag_index_batch_calls")
+    topics = ["basalt columns", "tidal bores", "sand dunes", "karst caves", "fjord depth", "geyser cycles",
+              "salt flats", "coral atolls", "peat bogs", "ice shelves", "river deltas", "lava tubes"]
+    replies = await asyncio.gather(*(
+        rag.index("acme", "kb-many", f"d-{n}", [(f"m{n}", "", f"A field report on {topic} number {n}.", {})],
+                  replace=True)
+        for n, topic in enumerate(topics)))
+    assert [(r.indexed_count, r.vector_count) for r in replies] == [(1, 1)] * len(topics)
+    batches_after, calls_after = _histogram_total("sagemesh_rag_index_batch_calls")
+    assert calls_after - calls_before == len(topics)
+    # Calls that arrived while a batch was embedded went in together.
+    assert batches_after - batches_before < len(topics)
+    found = await rag.retrieve("acme", "karst caves field report", top_k=1, kb_ids=["kb-many"])
+    assert ids(found) == ["m3"]
+
+
 async def test_deleting_a_knowledge_base_removes_its_chunks_only(rag):
     await rag.index("acme", "kb-gone", "d-a", [("x1", "", "Volcanic soil suits vineyards.", {})])
     await rag.index("acme", "kb-gone", "d-b", [("x2", "", "Vineyards need sun.", {})])
@@ -260,6 +298,16 @@ async def test_an_index_built_by_another_embedding_model_is_refused_at_start(tmp
         await build(RagEngineSettings(_env_file=None, data_dir=tmp_path, embedding_model="multilingual-e5-small"))
     async with serving(tmp_path) as again:
         assert ids(await again.retrieve("acme", "How long do cats sleep?", top_k=1)) == ["p1"]
+
+
+async def test_an_index_built_in_fp32_is_served_by_the_int8_model(tmp_path):
+    # Quantization moves a vector less than another model would: no reindex for the faster default.
+    async with serving(tmp_path, embedding_precision="fp32") as first:
+        await first.index("acme", "kb", "d1", DOCS["d-pets"])
+    async with serving(tmp_path, embedding_precision="int8") as again:
+        vector_only = await again.retrieve("acme", "How long do cats sleep?", top_k=1,
+                                           weights=pb.FusionWeights(vector=1, bm25=0))
+        assert ids(vector_only) == ["p1"]
 
 
 async def test_an_embedding_endpoint_that_is_down_does_not_keep_the_index_from_starting(tmp_path):
