@@ -63,6 +63,17 @@ class LocalIndexOptions:
     read_threads: int = 2
 
 
+@dataclass(frozen=True)
+class StartUp:
+    """What an index found when it opened."""
+
+    chunks: int
+    # Rows of the ANN snapshot it loaded (deleted ones included), 0 when it made a new one.
+    from_snapshot: int
+    # Rows past the snapshot, compared exactly until the indexer has added them.
+    to_add: int
+
+
 def normalised(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (a zero row stays zero), so inner product is cosine."""
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -148,8 +159,8 @@ class LocalVectorIndex:
         except BaseException:
             os.close(self._lock_descriptor)
             raise
-        log.info("vector index at %s: %d chunks, %d in the snapshot, %d to add", directory,
-                 self._attributes.live_count(), self._ann.size, len(self._unindexed))
+        self.start_up = StartUp(self._attributes.live_count(), self._ann.size, len(self._unindexed))
+        log.info("vector index at %s: %s", directory, self.start_up)
         self._added_since_snapshot = 0
         self._last_snapshot = time.monotonic()
         self._work = threading.Event()
