@@ -41,8 +41,8 @@ def vector_index(settings: RagEngineSettings, dimension: int, model: str = "") -
             raise FailedPrecondition(
                 f"{settings.milvus_lite_path} holds {stored} chunks in Milvus Lite, which is no longer the default "
                 f"vector index, and the local index at {settings.local_vector_dir} is empty: keep serving Milvus "
-                "Lite with SAGEMESH_VECTOR_INDEX=milvus, or copy its chunks over with "
-                "`python -m scripts.milvus_to_local` and start again"
+                "Lite with SAGEMESH_VECTOR_INDEX=milvus, or index the documents again into the local index "
+                "(move milvus.db aside first)"
             )
     return index
 

@@ -205,6 +205,31 @@ def test_the_selection_gives_the_answers_of_matches_all():
     assert checked > 1000  # the filters did let rows through
 
 
+async def test_replaced_and_deleted_rows_never_take_a_place(tmp_path):
+    """Their rows stay in the graph as tombstones: every selection leaves them out."""
+    vectors = clustered(400)
+    index = LocalVectorIndex(tmp_path / "vectors", DIMENSION)
+    try:
+        await index.upsert(rows(200), vectors[:200].tolist())
+        await until_indexed(index)
+        await index.upsert([Chunk("t1", "kb1", "d1", "c1", "moved")], vectors[200:201].tolist(),
+                           replacing=[DocumentKey("t1", "kb1", "d1")])
+        await index.upsert(rows(100, prefix="e"), vectors[300:].tolist())  # c0..c99 again, as e0..e99
+        assert await index.delete_document("t1", "kb1", "d2") == 6
+        # d1's four chunks became one; e0..e99 joined; d2's four c and two e chunks went.
+        live = 200 - 4 + 1 + 100 - 6
+        for moment in ("unindexed", "indexed"):
+            if moment == "indexed":
+                await until_indexed(index)
+            everything = await index.search(vectors[51].tolist(), Scope("t1"), [], 1000)
+            assert len(everything) == live and "c51" not in {cid for cid, _ in everything}
+            near = await index.search(vectors[51].tolist(), Scope("t1"), [], 10)
+            assert len(near) == 10 and near == everything[:10]
+            assert (await index.search(vectors[200].tolist(), Scope("t1"), [], 1))[0] == ("c1", pytest.approx(1.0))
+    finally:
+        await index.close()
+
+
 async def test_rows_survive_a_close_and_reopen(tmp_path):
     vectors = clustered(500)
     first = LocalVectorIndex(tmp_path / "vectors", DIMENSION)
