@@ -10,6 +10,7 @@ replaced chunk can never come back as another chunk."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from meshkit.errors import FailedPrecondition
 from services.rag_engine.domain import Chunk, DocumentKey, by_knowledge_base
 from services.rag_engine.filters import typed
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 # SQLite's default limit on host parameters in one statement is 999 on old builds.
@@ -132,8 +134,8 @@ class ChunkStore:
         return connection
 
     def _checked_meta(self, model: str) -> str:
-        """Refuses a store written for vectors of another size or model;
-        records them in a new one. Returns the store's id, which names its
+        """Refuses a store written for vectors of another size; records the
+        size and model in a new one. Returns the store's id, which names its
         ANN snapshots: a snapshot of another store is never taken for this one's."""
         with self._transaction() as db:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -153,11 +155,12 @@ class ChunkStore:
                 "(SAGEMESH_VECTOR_COLLECTION) and index the documents again"
             )
         if model and meta["model"] and meta["model"] != model:
-            raise FailedPrecondition(
-                f"the vector index at {self.path.parent} was built by another embedding model "
-                f"({meta['model']!r}) than {model!r}: use the model that built it, or a new collection "
-                "(SAGEMESH_VECTOR_COLLECTION) and index the documents again"
-            )
+            # Not refused on the name alone: an OpenAI-compatible endpoint may
+            # serve the very model under a name of its own. The engine embeds a
+            # stored chunk again at start (check_stored_vectors) and refuses
+            # vectors that do not land where they were.
+            log.warning("the vector index at %s was built by the embedding model %r, now served by %r",
+                        self.path.parent, meta["model"], model)
         return meta["store_id"]
 
     def _transaction(self):
