@@ -145,8 +145,9 @@ class LocalVectorIndex:
         self._options = options or LocalIndexOptions()
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_descriptor = _locked(directory / "lock")
+        store = None
         try:
-            self._store = ChunkStore(directory / "chunks.sqlite", dimension, model)
+            self._store = store = ChunkStore(directory / "chunks.sqlite", dimension, model)
             self._attributes = Attributes()
             self._attributes.add((row.rid, row.tenant_id, row.kb_id, row.metadata)
                                  for row in self._store.attribute_rows())
@@ -157,6 +158,8 @@ class LocalVectorIndex:
             for rids, vectors in self._store.vectors_after(self._ann.max_id):
                 self._unindexed.append(rids, normalised(vectors))
         except BaseException:
+            if store is not None:
+                store.close()
             os.close(self._lock_descriptor)
             raise
         self.start_up = StartUp(self._attributes.live_count(), self._ann.size, len(self._unindexed))
