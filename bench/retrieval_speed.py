@@ -189,7 +189,7 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
             data_dir = scratch / str(size)
             collection = f"speed_{size}"
             milvus_uri = server_url or str(data_dir / "rag_engine" / "milvus.db")
-            settings.update(milvus_uri=milvus_uri, milvus_collection=collection)
+            settings.update(milvus_uri=milvus_uri, vector_collection=collection)
             through_service = size == base_size or embed_all
             if not through_service:
                 await write_directly(data_dir, milvus_uri, collection, corpus, base, base_vectors, size)

@@ -120,7 +120,7 @@ class RagEngine:
             raise FailedPrecondition(
                 f"the vector index was built by another embedding model than {self.embedder.name!r} "
                 f"(a stored chunk embeds again at cosine {similarity:.2f}): use the model that built it, "
-                "or a new collection (SAGEMESH_MILVUS_COLLECTION) and index the documents again"
+                "or a new collection (SAGEMESH_VECTOR_COLLECTION) and index the documents again"
             )
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from meshkit import server
+from meshkit.errors import FailedPrecondition
 from meshkit.topology import SERVICES
 from sagemesh.rag_engine.v1 import rag_engine_pb2_grpc
 from services.rag_engine.answer_cache import AnswerCache
@@ -12,11 +13,38 @@ from services.rag_engine.answering import Answerer, AnsweringConfig
 from services.rag_engine.embedding import Embedder, load_embedder
 from services.rag_engine.engine import RagEngine, RetrievalConfig
 from services.rag_engine.generation import load_generator
-from services.rag_engine.indexes import KeywordIndex
+from services.rag_engine.indexes import KeywordIndex, VectorIndex
 from services.rag_engine.rerank import load_reranker
 from services.rag_engine.servicer import RagEngineServicer
 from services.rag_engine.settings import RagEngineSettings
-from services.rag_engine.vector_milvus import MilvusVectorIndex
+
+
+def vector_index(settings: RagEngineSettings, dimension: int, model: str = "") -> VectorIndex:
+    if settings.uses_milvus:
+        from services.rag_engine.vector_milvus import MilvusVectorIndex
+
+        return MilvusVectorIndex(settings.vector_uri, dimension, settings.milvus_token,
+                                 collection=settings.vector_collection)
+    from services.rag_engine.vector_local import LocalVectorIndex
+
+    index = LocalVectorIndex(settings.local_vector_dir, dimension, model)
+    if index.is_empty() and settings.milvus_lite_path.exists():
+        from services.rag_engine.vector_milvus import lite_chunk_count
+
+        try:
+            stored = lite_chunk_count(settings.milvus_lite_path, settings.vector_collection)
+        except BaseException:
+            index.close_sync()
+            raise
+        if stored:
+            index.close_sync()
+            raise FailedPrecondition(
+                f"{settings.milvus_lite_path} holds {stored} chunks in Milvus Lite, which is no longer the default "
+                f"vector index, and the local index at {settings.local_vector_dir} is empty: keep serving Milvus "
+                "Lite with SAGEMESH_VECTOR_INDEX=milvus, or index the documents again into the local index "
+                "(move milvus.db aside first)"
+            )
+    return index
 
 
 def keyword_index(settings: RagEngineSettings) -> KeywordIndex:
@@ -47,8 +75,12 @@ def answer_cache(settings: RagEngineSettings, embedder: Embedder) -> AnswerCache
 async def build(settings: RagEngineSettings) -> server.ServiceApp:
     embedder = load_embedder(settings)
     reranker = load_reranker(settings)
-    vectors = MilvusVectorIndex(settings.vector_uri, embedder.dimension, settings.milvus_token,
-                                collection=settings.milvus_collection)
+    try:
+        vectors = vector_index(settings, embedder.dimension, embedder.name)
+    except Exception:
+        for close in [embedder.close] + ([reranker.close] if reranker else []):
+            await close()
+        raise
     keywords = keyword_index(settings)
     engine = RagEngine(
         embedder, vectors, keywords,

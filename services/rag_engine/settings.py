@@ -11,6 +11,12 @@ from services.rag_engine.generation import GenerationLimits
 
 
 class RagEngineSettings(MeshSettings):
+    # Where vectors and chunk records live. local: the embedded index in
+    # <data_dir>/rag_engine/vectors/<collection> (SQLite and a faiss HNSW
+    # graph, vector_local.py). milvus: Milvus Lite in <data_dir>/rag_engine/milvus.db,
+    # the default before the local index, kept for data dirs that hold one.
+    # A Milvus URI always means Milvus, whatever this says.
+    vector_index: Literal["local", "milvus"] = "local"
     # A file path for Milvus Lite (default <data_dir>/rag_engine/milvus.db), or
     # a server URL such as http://milvus:19530.
     milvus_uri: str | None = Field(
@@ -18,7 +24,11 @@ class RagEngineSettings(MeshSettings):
     )
     milvus_token: str = ""
     # One collection per embedding model: a new model indexes into a new one.
-    milvus_collection: str = "sagemesh_chunks"
+    # Milvus's collection, and the local index's folder.
+    vector_collection: str = Field(
+        default="sagemesh_chunks",
+        validation_alias=AliasChoices("SAGEMESH_VECTOR_COLLECTION", "SAGEMESH_MILVUS_COLLECTION"),
+    )
     # BM25 in Elasticsearch when set; otherwise the embedded tantivy index.
     elasticsearch_url: str | None = Field(
         default=None, validation_alias=AliasChoices("SAGEMESH_ELASTICSEARCH_URL", "ELASTICSEARCH_URL")
@@ -118,8 +128,20 @@ class RagEngineSettings(MeshSettings):
         return self
 
     @property
+    def uses_milvus(self) -> bool:
+        return self.vector_index == "milvus" or bool(self.milvus_uri)
+
+    @property
+    def milvus_lite_path(self) -> Path:
+        return self.data_dir / "rag_engine" / "milvus.db"
+
+    @property
     def vector_uri(self) -> str:
-        return self.milvus_uri or str(self.data_dir / "rag_engine" / "milvus.db")
+        return self.milvus_uri or str(self.milvus_lite_path)
+
+    @property
+    def local_vector_dir(self) -> Path:
+        return self.data_dir / "rag_engine" / "vectors" / self.vector_collection
 
     @property
     def keyword_dir(self) -> Path:

@@ -13,14 +13,11 @@ from pathlib import Path
 
 from pymilvus import DataType, MilvusClient, MilvusException
 
+from services.rag_engine.chunk_limits import MAX_HEADINGS, MAX_TEXT, MAX_TITLE, clipped
 from services.rag_engine.domain import Chunk, DocumentKey, Scope, by_knowledge_base
 from services.rag_engine.filters import Filter, matches_all, milvus_expression, post_filtered, typed
 
 COLLECTION = "sagemesh_chunks"
-# VARCHAR lengths: a Milvus server counts UTF-8 bytes, Milvus Lite characters.
-MAX_TEXT = 65_535
-MAX_TITLE = 1000
-MAX_HEADINGS = 64
 # A server's Bounded default may hide what was written in the last seconds.
 # Bookkeeping reads (counts after a write) must see every write before them,
 # whoever made it: Strong. Strong makes a server wait for its next time tick,
@@ -62,12 +59,6 @@ def documents_expressions(documents: Sequence[DocumentKey]) -> list[str]:
         f"tenant_id == {json.dumps(tenant)} and kb_id == {json.dumps(kb)} and document_id in {_quoted(ids)}"
         for (tenant, kb), ids in by_knowledge_base(documents).items()
     ]
-
-
-def clipped(text: str, limit: int) -> str:
-    """text cut to at most `limit` UTF-8 bytes, never inside a character."""
-    encoded = text.encode()
-    return text if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
 
 
 def scope_expression(scope: Scope) -> str:
@@ -129,7 +120,7 @@ class MilvusVectorIndex:
             raise ValueError(
                 f"Milvus collection {self.collection!r} holds {stored}-dimensional vectors, but the embedding "
                 f"model makes {self.dimension}: use the model that indexed it, or a new collection "
-                "(SAGEMESH_MILVUS_COLLECTION) and index the documents again"
+                "(SAGEMESH_VECTOR_COLLECTION) and index the documents again"
             )
 
     def _create_collection(self) -> None:
@@ -294,3 +285,20 @@ class MilvusVectorIndex:
 
             await self._run(server_manager_instance.release_server, self._lite_path)
         self._executor.shutdown(wait=True)
+
+
+def lite_chunk_count(path: Path, collection: str = COLLECTION) -> int:
+    """Chunks in a Milvus Lite file's collection (0 when it has none). Opens
+    the file in this process and releases it again."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    client = MilvusClient(str(path))
+    try:
+        if not client.has_collection(collection):
+            return 0
+        client.load_collection(collection)
+        rows = client.query(collection, filter='pk != ""', output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        return int(rows[0]["count(*)"]) if rows else 0
+    finally:
+        client.close()
+        server_manager_instance.release_server(str(path))

@@ -1,4 +1,4 @@
-"""The real indexes: Milvus Lite and tantivy, on disk in a temporary folder,
+"""The real indexes: the local vector index, Milvus Lite and tantivy, on disk in a temporary folder,
 and Elasticsearch (noida-db standing in for it). Every test_bm25_* test runs on
 both keyword backends. Vectors are given explicitly here: these tests are about
 the indexes, not a model."""
@@ -21,6 +21,7 @@ from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
 from services.rag_engine.domain import Chunk, DocumentKey, Scope
 from services.rag_engine.filters import AnyOf, Equals, Range
 from services.rag_engine import vector_milvus
+from services.rag_engine.vector_local import LocalVectorIndex
 from services.rag_engine.vector_milvus import MilvusVectorIndex
 from tests.conftest import free_port
 
@@ -44,11 +45,13 @@ CHUNKS = [
 ]
 
 
-@pytest.fixture(params=["lite", "server"])
+@pytest.fixture(params=["local", "lite", "server"])
 async def vectors(request, tmp_path):
-    """Every vector test runs on Milvus Lite and on a real Milvus server, there
-    in a collection of its own, dropped at the end."""
-    if request.param == "lite":
+    """Every vector test runs on the local index, on Milvus Lite and on a real
+    Milvus server, there in a collection of its own, dropped at the end."""
+    if request.param == "local":
+        index = LocalVectorIndex(tmp_path / "vectors", DIMENSION)
+    elif request.param == "lite":
         index = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMENSION)
     else:
         # Requested here, not as a parameter, so Lite-only runs start no server.

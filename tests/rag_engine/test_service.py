@@ -1,4 +1,4 @@
-"""rag_engine over a real gRPC channel: Milvus Lite, tantivy and the local
+"""rag_engine over a real gRPC channel: the local vector index, tantivy and the local
 embedding model, with tenants taken from real signed access tokens."""
 
 from __future__ import annotations
