@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 from tokenizers import Tokenizer
 
 from services.rag_engine.embedding import LocalModelRunner, normalised
+from services.rag_engine.onnx_sessions import cpu_session
 
 CONFIG_FILE = "embedder.json"
 # The graph of each precision in a model directory.
@@ -47,11 +47,7 @@ class OnnxEmbedder:
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_tokens or config["max_tokens"])
         self._tokenizer.enable_padding()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(
-            str(model_dir / graph), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(model_dir / graph, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._runner = LocalModelRunner("onnx-embedder", batch_size)
 

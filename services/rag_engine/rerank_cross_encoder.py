@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from services.rag_engine.onnx_sessions import cpu_session
 
 MODEL_FILES = ("model.onnx", "onnx/model.onnx")
 DEFAULT_MAX_LENGTH = 512
@@ -64,12 +65,7 @@ class CrossEncoderReranker:
         pad_id, pad_token = _pad(config, self._tokenizer)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(model_path, threads)
         self._inputs = {i.name: _DTYPES.get(i.type) for i in self._session.get_inputs()}
         unusable = [n for n, t in self._inputs.items() if n not in _FEATURES or t is None]
         if unusable:

@@ -1,4 +1,4 @@
-"""IndexBatcher over the real embedded indexes (Milvus Lite and tantivy). The
+"""IndexBatcher over the real embedded indexes (the local vector index and tantivy). The
 embedding function is a stand-in that can be held or made to fail: these
 tests are about which calls share a batch and what each caller is told."""
 
@@ -12,7 +12,7 @@ from meshkit.errors import Unavailable
 from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
 from services.rag_engine.domain import DocumentKey, Scope
 from services.rag_engine.index_batches import IndexBatcher
-from services.rag_engine.vector_milvus import MilvusVectorIndex
+from services.rag_engine.vector_local import LocalVectorIndex
 from tests.rag_engine.test_indexes import DIMENSION, chunk, unit
 
 
@@ -38,7 +38,7 @@ class Embedding:
 
 @pytest.fixture
 async def setup(tmp_path):
-    vectors = MilvusVectorIndex(str(tmp_path / "milvus.db"), DIMENSION)
+    vectors = LocalVectorIndex(tmp_path / "vectors", DIMENSION)
     keywords = TantivyKeywordIndex(tmp_path / "bm25")
     embedding = Embedding()
     changed: list[set[tuple[str, str]]] = []
