@@ -2,8 +2,8 @@
 100k chunks, over gRPC to rag_engine in its own process.
 
     .venv/bin/python -m bench.retrieval_speed [--sizes 10000,100000] [--queries 300]
-        [--rerank-queries 60] [--filter-queries 100] [--embed-all] [--milvus-server]
-        [--out bench/results/retrieval_speed.md]
+        [--rerank-queries 60] [--filter-queries 100] [--recall-queries 100] [--embed-all]
+        [--vectors local|milvus-lite|milvus-server] [--out bench/results/retrieval_speed.md]
 
 The 10k corpus goes in through IndexChunks with the configured embedding
 model, which gives indexing throughput in chunks per second. Embedding 100k
@@ -17,9 +17,12 @@ Latency is measured one request at a time (p50/p99) for hybrid retrieval of
 the top 10 without rerank, and with a cross-encoder of ms-marco-MiniLM-L-6's
 size reranking the top 20 (bench/latency_cross_encoder.py).
 
-Vectors go to Milvus Lite unless --milvus-server starts a real Milvus
-standalone server here (scripts/milvus_standalone.py) for the run; BM25 goes
-to tantivy.
+Vectors go to the local index (the default), to Milvus Lite, or to a real
+Milvus standalone server started here for the run (scripts/milvus_standalone.py);
+BM25 goes to tantivy. Each size also prints the vector search's recall@10
+against exact search over the same vectors, with and without the filter: the
+bench embeds each query with the service's model and compares it with every
+stored vector.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ from bench.rag_harness import ROOT, RagClient, rag_engine
 from sagemesh.rag_engine.v1 import rag_engine_pb2 as pb
 from scripts.milvus_standalone import milvus_standalone
 from services.rag_engine.bm25_tantivy import TantivyKeywordIndex
+from services.rag_engine.chunk_store import ChunkStore
 from services.rag_engine.domain import Chunk
+from services.rag_engine.embedding import load_embedder
+from services.rag_engine.settings import RagEngineSettings
+from services.rag_engine.vector_local import LocalVectorIndex
 from services.rag_engine.vector_milvus import MilvusVectorIndex
 
 TENANT = "bench"
@@ -105,7 +112,28 @@ async def index_through_service(client: RagClient, chunks: list[Chunk], in_fligh
     return time.perf_counter() - started
 
 
-def stored_vectors(uri: str, collection: str) -> tuple[list[str], np.ndarray]:
+VECTOR_BACKENDS = ("local", "milvus-lite", "milvus-server")
+# The filter the filtered requests and the filtered recall use: about half the corpus passes.
+FILTER_FROM_YEAR = 2020
+# Cosine within which a returned neighbour counts as tied with the exact tenth.
+TIE = 0.001
+
+
+def local_directory(data_dir: Path, collection: str) -> Path:
+    # By its variable's name: a field with an alias takes no keyword of its own name.
+    return RagEngineSettings(_env_file=None, data_dir=data_dir, SAGEMESH_VECTOR_COLLECTION=collection).local_vector_dir
+
+
+def stored_vectors(backend: str, data_dir: Path, uri: str, collection: str, dimension: int
+                   ) -> tuple[list[str], np.ndarray]:
+    if backend == "local":
+        store = ChunkStore(local_directory(data_dir, collection) / "chunks.sqlite", dimension)
+        try:
+            rids = [rid for block, _ in store.vectors_after(0) for rid in block.tolist()]
+            identified = store.identified(rids)
+        finally:
+            store.close()
+        return [identified[rid][0] for rid in rids], np.array([identified[rid][1] for rid in rids], np.float32)
     client = MilvusClient(uri)
     client.load_collection(collection)
     iterator = client.query_iterator(collection, batch_size=4096, output_fields=["chunk_id", "embedding"])
@@ -120,14 +148,20 @@ def stored_vectors(uri: str, collection: str) -> tuple[list[str], np.ndarray]:
     return ids, np.array(vectors, dtype=np.float32)
 
 
-async def write_directly(data_dir: Path, milvus_uri: str, collection: str, corpus: Corpus, base: dict[str, Chunk],
-                         vectors: dict[str, np.ndarray], size: int) -> None:
-    """`size` chunks derived from the embedded base corpus, into the indexes."""
+async def write_directly(backend: str, data_dir: Path, milvus_uri: str, collection: str, corpus: Corpus,
+                         base: dict[str, Chunk], vectors: dict[str, np.ndarray], size: int
+                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`size` chunks derived from the embedded base corpus, into the indexes; returns their ids,
+    vectors and years, for the exact search that recall is measured against."""
     rng = np.random.default_rng(11)
     bases = list(base)
     dimension = len(next(iter(vectors.values())))
-    milvus = MilvusVectorIndex(milvus_uri, dimension, collection=collection)
+    if backend == "local":
+        index = LocalVectorIndex(local_directory(data_dir, collection), dimension)
+    else:
+        index = MilvusVectorIndex(milvus_uri, dimension, collection=collection)
     bm25 = TantivyKeywordIndex(data_dir / "rag_engine" / "bm25")
+    ids, written, years = [], np.empty((size, dimension), np.float32), np.empty(size, np.int64)
     for start in range(0, size, 5_000):
         batch, batch_vectors = [], []
         for i in range(start, min(size, start + 5_000)):
@@ -138,17 +172,58 @@ async def write_directly(data_dir: Path, milvus_uri: str, collection: str, corpu
             batch.append(Chunk(TENANT, KBS[i // CHUNKS_PER_DOCUMENT % len(KBS)], f"doc-{i // CHUNKS_PER_DOCUMENT}",
                                f"c{i}", " ".join(words), title=source.title, metadata=source.metadata))
             vector = vectors[source.chunk_id] + rng.normal(0, 0.015, dimension).astype(np.float32)
-            batch_vectors.append((vector / np.linalg.norm(vector)).tolist())
-        await milvus.upsert(batch, batch_vectors)
+            written[i] = vector / np.linalg.norm(vector)
+            batch_vectors.append(written[i].tolist())
+            ids.append(f"c{i}")
+            years[i] = int(source.metadata["year"])
+        await index.upsert(batch, batch_vectors)
         await bm25.upsert(batch)
     await bm25.close()
-    await milvus.close()
+    if backend == "local":
+        # Into the HNSW graph (and its snapshot) before the service opens it: rows not yet in
+        # the graph are searched exactly, which is not what a settled index measures.
+        while index.unindexed_rows:
+            await asyncio.sleep(0.5)
+    await index.close()
+    return ids, written, years
+
+
+async def recall_at_10(client: RagClient, corpus: Corpus, queries: int, ids: list[str], vectors: np.ndarray,
+                       years: np.ndarray, filtered: bool) -> tuple[float, float]:
+    """The vector search's top 10 (through Retrieve, vectors only) against exact search over
+    every stored vector (over those that pass the filter, when `filtered`): the share of the
+    exact ten returned, and the share of those returned within TIE of the exact tenth."""
+    embedder = load_embedder(RagEngineSettings(_env_file=None))
+    metadata = client.metadata_for(TENANT)
+    allowed = years >= FILTER_FROM_YEAR if filtered else np.ones(len(ids), bool)
+    candidates = np.flatnonzero(allowed)
+    found, near = [], []
+    try:
+        for _ in range(queries):
+            text = corpus.query()
+            query = np.array(await embedder.embed_query(text), np.float32)
+            similarities = vectors[candidates] @ query
+            exact = candidates[np.argsort(-similarities, kind="stable")[:10]]
+            request = REQUESTS["hybrid, filter year >= 2020"] if filtered else {}
+            reply = await client.stub.Retrieve(pb.RetrieveRequest(
+                query=text, top_k=10, weights=pb.FusionWeights(vector=1, bm25=0), **request), metadata=metadata)
+            returned = [r.chunk_id for r in reply.results]
+            found.append(len({ids[i] for i in exact} & set(returned)) / 10)
+            # A returned chunk as near to the query as the exact 10th (within TIE) is as good a
+            # neighbour: near-copies in the corpus tie to the third decimal.
+            tenth = float(np.sort(similarities)[-10])
+            position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+            near.append(sum(float(vectors[position[c]] @ query) >= tenth - TIE for c in returned) / 10)
+    finally:
+        await embedder.close()
+    return statistics.fmean(found), statistics.fmean(near)
 
 
 # What each measured request asks for, besides a query and top_k=10.
 REQUESTS = {
     "hybrid": {},
-    "hybrid, filter year >= 2020": {"filters": [pb.MetadataFilter(field="year", range=pb.NumericRange(gte=2020))]},
+    "hybrid, filter year >= 2020": {"filters": [pb.MetadataFilter(field="year",
+                                                                  range=pb.NumericRange(gte=FILTER_FROM_YEAR))]},
     "hybrid, rerank top 20": {"use_rerank": True},
 }
 
@@ -171,8 +246,8 @@ async def measure(client: RagClient, corpus: Corpus, queries: int, request: dict
             **{stage: statistics.median(values) for stage, values in stages.items()}}
 
 
-async def run(sizes: list[int], queries: int, rerank_queries: int, filter_queries: int,
-              embed_all: bool, milvus_server: bool) -> list[str]:
+async def run(sizes: list[int], queries: int, rerank_queries: int, filter_queries: int, recall_queries: int,
+              embed_all: bool, backend: str) -> list[str]:
     reranker_dir = latency_cross_encoder.build(ROOT / "models" / "latency-cross-encoder")
     settings = {"reranker": "cross-encoder", "reranker_model_dir": str(reranker_dir), "rerank_candidates": "20",
                 # The larger corpora's vectors are perturbed on purpose: no text embeds to them.
@@ -180,19 +255,24 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
     corpus = Corpus()
     base_size = min(sizes)
     base = {c.chunk_id: c for c in corpus.chunks(base_size)}
-    rows, notes = [], []
+    rows, notes, recalls = [], [], []
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-speed-")))
-        server_url = stack.enter_context(milvus_standalone(scratch / "milvus")) if milvus_server else None
+        server_url = (stack.enter_context(milvus_standalone(scratch / "milvus")) if backend == "milvus-server"
+                      else None)
         base_vectors: dict[str, np.ndarray] = {}
         for size in sizes:
             data_dir = scratch / str(size)
             collection = f"speed_{size}"
             milvus_uri = server_url or str(data_dir / "rag_engine" / "milvus.db")
-            settings.update(milvus_uri=milvus_uri, vector_collection=collection)
+            settings.update(vector_collection=collection, vector_index="local" if backend == "local" else "milvus")
+            if backend != "local":
+                settings.update(milvus_uri=milvus_uri)
             through_service = size == base_size or embed_all
+            written = None
             if not through_service:
-                await write_directly(data_dir, milvus_uri, collection, corpus, base, base_vectors, size)
+                written = await write_directly(backend, data_dir, milvus_uri, collection, corpus, base, base_vectors,
+                                               size)
             async with rag_engine(data_dir, **settings) as client:
                 if through_service:
                     chunks = list(base.values()) if size == base_size else corpus.chunks(size)
@@ -206,11 +286,18 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
                     result = await measure(client, corpus, count, request)
                     rows.append((size, name, result))
                     print(size, name, {k: round(v, 1) for k, v in result.items()}, flush=True)
+                if written is not None and recall_queries:
+                    ids, vectors, years = written
+                    recall = [value for filtered in (False, True) for value in
+                              await recall_at_10(client, corpus, recall_queries, ids, vectors, years, filtered)]
+                    recalls.append((size, *recall))
+                    print(size, "recall@10", recall, flush=True)
             if size == base_size and not embed_all:
-                ids, vectors = stored_vectors(milvus_uri, collection)
+                ids, vectors = stored_vectors(backend, data_dir, milvus_uri, collection, 384)
                 base_vectors = dict(zip(ids, vectors))
     settings_text = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("SAGEMESH_"))
-    vectors = "a Milvus 2.3.5 standalone server" if milvus_server else "Milvus Lite"
+    vectors = {"local": "the local index (SQLite, faiss HNSW-SQ fp16)", "milvus-lite": "Milvus Lite",
+               "milvus-server": "a Milvus 2.3.5 standalone server"}[backend]
     keywords = "Elasticsearch" if "SAGEMESH_ELASTICSEARCH_URL" in os.environ else "tantivy"
     return [
         f"# Retrieval speed ({date.today().isoformat()})", "",
@@ -225,6 +312,13 @@ async def run(sizes: list[int], queries: int, rerank_queries: int, filter_querie
         *(f"| {size:,} | {name} | {m['p50']:.1f} | {m['p99']:.1f} | {m['embed']:.1f} | "
           f"{m['vector']:.1f} | {m['bm25']:.1f} | {m['rerank']:.1f} |" for size, name, m in rows),
         "", "Stage columns are medians in ms, as the service reports them in RetrievalTimings.", "",
+        *([f"The vector search's recall@10 against exact search over the same vectors ({recall_queries} queries "
+           "each, vectors only; the filter as above):", "",
+           f"| chunks | recall@10 | within {TIE} of the 10th | filtered: recall@10 | within {TIE} |",
+           "|---|---|---|---|---|",
+           *(f"| {size:,} | {plain:.3f} | {plain_near:.3f} | {filtered:.3f} | {filtered_near:.3f} |"
+             for size, plain, plain_near, filtered, filtered_near in recalls), ""]
+          if recalls else []),
     ]
 
 
@@ -236,11 +330,14 @@ def main() -> int:
     parser.add_argument("--rerank-queries", type=int, default=60)
     parser.add_argument("--filter-queries", type=int, default=100)
     parser.add_argument("--embed-all", action="store_true")
-    parser.add_argument("--milvus-server", action="store_true", help="vectors in a Milvus server started here")
+    parser.add_argument("--recall-queries", type=int, default=100,
+                        help="queries for recall@10 against exact search, on the corpora written directly")
+    parser.add_argument("--vectors", choices=VECTOR_BACKENDS, default="local",
+                        help="the vector index: local (the default), milvus-lite, or a Milvus server started here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     table = asyncio.run(run(sorted(int(s) for s in args.sizes.split(",")), args.queries, args.rerank_queries,
-                            args.filter_queries, args.embed_all, args.milvus_server))
+                            args.filter_queries, args.recall_queries, args.embed_all, args.vectors))
     print("\n".join(table))
     if args.out:
         args.out.write_text("\n".join(table))

@@ -25,9 +25,11 @@ def vector_index(settings: RagEngineSettings, dimension: int, model: str = "") -
 
         return MilvusVectorIndex(settings.vector_uri, dimension, settings.milvus_token,
                                  collection=settings.vector_collection)
-    from services.rag_engine.vector_local import LocalVectorIndex
+    from services.rag_engine.search_plan import SearchPlanner
+    from services.rag_engine.vector_local import LocalIndexOptions, LocalVectorIndex
 
-    index = LocalVectorIndex(settings.local_vector_dir, dimension, model)
+    planner = SearchPlanner(ef=settings.hnsw_ef_search, wide_ef=max(settings.hnsw_ef_search, SearchPlanner.wide_ef))
+    index = LocalVectorIndex(settings.local_vector_dir, dimension, model, options=LocalIndexOptions(planner=planner))
     if index.is_empty() and settings.milvus_lite_path.exists():
         from services.rag_engine.vector_milvus import lite_chunk_count
 

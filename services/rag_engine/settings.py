@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, model_validator
 from meshkit.settings import MeshSettings
 from services.rag_engine.embedding import MINILM
 from services.rag_engine.generation import GenerationLimits
+from services.rag_engine.search_plan import SearchPlanner
 
 
 class RagEngineSettings(MeshSettings):
@@ -17,6 +18,9 @@ class RagEngineSettings(MeshSettings):
     # the default before the local index, kept for data dirs that hold one.
     # A Milvus URI always means Milvus, whatever this says.
     vector_index: Literal["local", "milvus"] = "local"
+    # The local index's HNSW search beam: candidates a graph walk keeps. Wider finds more of the
+    # true nearest neighbours and costs more per query (see SearchPlanner.ef).
+    hnsw_ef_search: int = Field(default=SearchPlanner.ef, ge=16, le=4096)
     # A file path for Milvus Lite (default <data_dir>/rag_engine/milvus.db), or
     # a server URL such as http://milvus:19530.
     milvus_uri: str | None = Field(

@@ -150,7 +150,7 @@ async def test_hnsw_recall_at_10_against_exact_search(tmp_path):
 
 
 def test_the_planner_searches_few_passing_rows_exactly():
-    planner = SearchPlanner()
+    planner = SearchPlanner(ef=128, wide_ef=512)
     assert planner.plan(10_000, 1_000_000, 100).exact
     assert planner.plan(90_000, 1_000_000, 100).exact
     assert planner.plan(150_000, 1_000_000, 100) == planner.plan(150_000, 1_000_000, 100)
