@@ -197,13 +197,16 @@ async def recall_at_10(client: RagClient, corpus: Corpus, queries: int, ids: lis
     metadata = client.metadata_for(TENANT)
     allowed = years >= FILTER_FROM_YEAR if filtered else np.ones(len(ids), bool)
     candidates = np.flatnonzero(allowed)
+    candidate_vectors = vectors[candidates]
+    position = {chunk_id: i for i, chunk_id in enumerate(ids)}
     found, near = [], []
     try:
         for _ in range(queries):
             text = corpus.query()
             query = np.array(await embedder.embed_query(text), np.float32)
-            similarities = vectors[candidates] @ query
-            exact = candidates[np.argsort(-similarities, kind="stable")[:10]]
+            similarities = candidate_vectors @ query
+            best = np.argsort(-similarities, kind="stable")[:10]
+            exact = candidates[best]
             request = REQUESTS["hybrid, filter year >= 2020"] if filtered else {}
             reply = await client.stub.Retrieve(pb.RetrieveRequest(
                 query=text, top_k=10, weights=pb.FusionWeights(vector=1, bm25=0), **request), metadata=metadata)
@@ -211,8 +214,7 @@ async def recall_at_10(client: RagClient, corpus: Corpus, queries: int, ids: lis
             found.append(len({ids[i] for i in exact} & set(returned)) / 10)
             # A returned chunk as near to the query as the exact 10th (within TIE) is as good a
             # neighbour: near-copies in the corpus tie to the third decimal.
-            tenth = float(np.sort(similarities)[-10])
-            position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+            tenth = float(similarities[best[-1]])
             near.append(sum(float(vectors[position[c]] @ query) >= tenth - TIE for c in returned) / 10)
     finally:
         await embedder.close()

@@ -86,10 +86,9 @@ class RagEngine:
             if len(chunk.text) > MAX_CHUNK_CHARS:
                 raise InvalidArgument(f"chunks[{position}].text is over {MAX_CHUNK_CHARS} characters", field="chunks")
             seen.add(chunk.chunk_id)
-        if not chunks:
-            if replace:
-                await self.delete_document(tenant_id, kb_id, document_id)
+        if not chunks and not replace:
             return 0, await self.vectors.count(tenant_id, kb_id, document_id)
+        # A replacement with no chunks is a delete, written in its turn among the batches.
         vectors = await self._batches.index(DocumentKey(tenant_id, kb_id, document_id), chunks,
                                             [_passage(c) for c in chunks], replace)
         return len(chunks), vectors
